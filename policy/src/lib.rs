@@ -5,3 +5,6 @@
 //! ruleset IR, pure), `naming` (stable chain and set names), `render`
 //! (iptables-restore and ipset restore text), `diff`, `explain`, and `apply`
 //! (the thin edge that runs iptables-restore and ipset).
+
+pub mod apply;
+pub mod backend;

@@ -1,0 +1,1 @@
+//! The thin applier: runs `ipset restore` and `iptables-restore --noflush` (placeholder).
