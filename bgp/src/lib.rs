@@ -7,4 +7,5 @@
 //! Adj-RIB-Out, pure), `speaker` (the pure multi-peer core) and `runtime`
 //! (the tokio shell: sockets, timers, TCP-MD5, GTSM).
 
+pub mod runtime;
 pub mod wire;
