@@ -7,5 +7,6 @@
 //! Adj-RIB-Out, pure), `speaker` (the pure multi-peer core) and `runtime`
 //! (the tokio shell: sockets, timers, TCP-MD5, GTSM).
 
+pub mod rib;
 pub mod runtime;
 pub mod wire;

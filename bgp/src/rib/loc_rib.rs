@@ -1,0 +1,883 @@
+//! [`Rib`]: the per-family tables, the peers, and how a change to one
+//! prefix propagates (decision, FIB queue, Adj-RIB-Outs).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use super::adj_out::{
+    deciding_rule, export_attrs, AdjOut, ExportContext, ExportMemo, ExportSource, ExportTarget,
+    MemoKey, OutTable,
+};
+use super::attrs::{Interner, PathAttrs};
+use super::decision::{decide, Candidate, DecisionConfig, PathSource, SourceKind};
+use super::fib::{FibChange, FibPath};
+use super::import::{receive, DropReason};
+use super::policy::{MaxPrefixExceeded, Verdict};
+use super::prefix::{Family, Nlri, PathId, Prefix, TableKey, V4Key, V6Key};
+use super::table::{Entry, Path, Selection};
+use super::update_builder::{build, OutUpdate};
+use super::{PeerConfig, PeerId, RibConfig, Session};
+
+/// A RIB operation on something that does not exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RibError {
+    /// The peer handle is not (or no longer) configured.
+    #[error("peer {peer:?} is not configured in the RIB")]
+    UnknownPeer {
+        /// The handle.
+        peer: PeerId,
+    },
+}
+
+/// What one UPDATE (or withdrawal batch) did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ImportOutcome {
+    /// Routes stored (new or replacing the same (prefix, path id)).
+    pub accepted: u32,
+    /// Routes not stored: receipt checks or import filter (treated as
+    /// withdrawn).
+    pub rejected: u32,
+    /// Routes that went away (withdrawn, or replaced by a rejection).
+    pub removed: u32,
+    /// Prefixes whose best path or ECMP set changed.
+    pub prefixes_changed: u32,
+    /// Why the whole UPDATE was dropped, if it was.
+    pub dropped: Option<DropReason>,
+    /// The peer crossed its max-prefix limit with this UPDATE.
+    pub max_prefix: Option<MaxPrefixExceeded>,
+}
+
+/// What a bulk operation (peer down, purge, origination) changed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ChangeSummary {
+    /// Paths added.
+    pub added: u32,
+    /// Paths removed.
+    pub removed: u32,
+    /// Prefixes whose best path or ECMP set changed.
+    pub prefixes_changed: u32,
+}
+
+/// A read-only view of one stored path.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RouteView {
+    /// Source peer.
+    pub peer: PeerId,
+    /// ADD-PATH id.
+    pub path_id: PathId,
+    /// Attributes (after import processing).
+    pub attrs: Arc<PathAttrs>,
+    /// Graceful-restart stale.
+    pub stale: bool,
+}
+
+impl RouteView {
+    fn of(p: &Path) -> Self {
+        RouteView {
+            peer: p.peer(),
+            path_id: p.path_id(),
+            attrs: Arc::clone(&p.attrs),
+            stale: p.is_stale(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Peer {
+    cfg: PeerConfig,
+    ebgp: bool,
+    session: Option<Session>,
+    /// Last known BGP identifier, kept while its routes are stale.
+    router_id: Ipv4Addr,
+    /// Paths stored from this peer (Adj-RIB-In size).
+    routes: u32,
+    over_limit: bool,
+    out: AdjOut,
+    memo: ExportMemo,
+}
+
+#[derive(Debug)]
+struct Core {
+    cfg: RibConfig,
+    peers: Vec<Option<Peer>>,
+    interner: Interner,
+}
+
+#[derive(Debug)]
+struct FamilyRib<K> {
+    table: HashMap<K, Entry>,
+    fib_dirty: Vec<K>,
+}
+
+impl<K> Default for FamilyRib<K> {
+    fn default() -> Self {
+        FamilyRib {
+            table: HashMap::new(),
+            fib_dirty: Vec::new(),
+        }
+    }
+}
+
+/// The RIB of one speaker. See the [module docs](super).
+#[derive(Debug)]
+pub struct Rib {
+    core: Core,
+    v4: FamilyRib<V4Key>,
+    v6: FamilyRib<V6Key>,
+}
+
+/// Family dispatch: which table and which Adj-RIB-Out half a key uses.
+trait Fam: TableKey {
+    fn split(rib: &mut Rib) -> (&mut Core, &mut FamilyRib<Self>);
+    fn fam(rib: &Rib) -> &FamilyRib<Self>;
+    fn out(adj: &mut AdjOut) -> &mut OutTable<Self>;
+}
+
+impl Fam for V4Key {
+    fn split(rib: &mut Rib) -> (&mut Core, &mut FamilyRib<Self>) {
+        (&mut rib.core, &mut rib.v4)
+    }
+    fn fam(rib: &Rib) -> &FamilyRib<Self> {
+        &rib.v4
+    }
+    fn out(adj: &mut AdjOut) -> &mut OutTable<Self> {
+        &mut adj.v4
+    }
+}
+
+impl Fam for V6Key {
+    fn split(rib: &mut Rib) -> (&mut Core, &mut FamilyRib<Self>) {
+        (&mut rib.core, &mut rib.v6)
+    }
+    fn fam(rib: &Rib) -> &FamilyRib<Self> {
+        &rib.v6
+    }
+    fn out(adj: &mut AdjOut) -> &mut OutTable<Self> {
+        &mut adj.v6
+    }
+}
+
+/// One edit of a prefix's paths.
+enum Op {
+    Upsert(Path),
+    Remove(PeerId, PathId),
+    RemovePeer(PeerId),
+    RemoveStale(PeerId),
+}
+
+#[derive(Default)]
+struct Delta {
+    added: u32,
+    removed: u32,
+    changed: bool,
+}
+
+impl Core {
+    fn peer(&self, id: PeerId) -> Option<&Peer> {
+        self.peers.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    fn peer_mut(&mut self, id: PeerId) -> Result<&mut Peer, RibError> {
+        self.peers
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+            .ok_or(RibError::UnknownPeer { peer: id })
+    }
+
+    fn decision_cfg(&self) -> DecisionConfig {
+        DecisionConfig {
+            local_asn: self.cfg.local_asn,
+            default_local_pref: self.cfg.default_local_pref,
+            always_compare_med: self.cfg.always_compare_med,
+            max_paths: self.cfg.max_paths,
+        }
+    }
+
+    fn export_ctx(&self) -> ExportContext {
+        ExportContext {
+            local_asn: self.cfg.local_asn,
+            default_local_pref: self.cfg.default_local_pref,
+            cluster_id: self.cfg.cluster_id,
+        }
+    }
+
+    fn source(&self, id: PeerId) -> PathSource {
+        match self.peer(id) {
+            Some(p) if id != PeerId::LOCAL => PathSource {
+                kind: if p.ebgp {
+                    SourceKind::Ebgp
+                } else {
+                    SourceKind::Ibgp
+                },
+                router_id: p.router_id,
+                address: p.cfg.address,
+            },
+            _ => PathSource {
+                kind: SourceKind::Local,
+                router_id: self.cfg.router_id,
+                address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            },
+        }
+    }
+
+    fn export_source(&self, id: PeerId) -> ExportSource {
+        let s = self.source(id);
+        ExportSource {
+            peer: id,
+            kind: s.kind,
+            rr_client: self.peer(id).is_some_and(|p| p.cfg.rr_client),
+            router_id: s.router_id,
+        }
+    }
+
+    /// Re-runs the decision for one entry.
+    fn reselect(&self, e: &mut Entry) {
+        let n = e.as_slice().len();
+        e.selected = match n {
+            0 => 0,
+            1 => 1,
+            _ => {
+                let d = {
+                    let cands: Vec<Candidate<'_>> = e
+                        .as_slice()
+                        .iter()
+                        .map(|p| Candidate {
+                            attrs: &p.attrs,
+                            source: self.source(p.peer()),
+                            peer: p.peer(),
+                            path_id: p.path_id(),
+                        })
+                        .collect();
+                    decide(&cands, &self.decision_cfg())
+                };
+                e.reorder(&d.order);
+                u8::try_from(d.ecmp).unwrap_or(u8::MAX)
+            }
+        };
+    }
+}
+
+/// Computes what `peer` should hold for `prefix` given the best path.
+fn export_to(
+    ctx: &ExportContext,
+    interner: &mut Interner,
+    peer_id: PeerId,
+    peer: &mut Peer,
+    prefix: Prefix,
+    best: Option<(&Path, ExportSource)>,
+) -> Option<Arc<PathAttrs>> {
+    let sess = peer.session?;
+    let (path, src) = best?;
+    let key = MemoKey {
+        attrs: Arc::as_ptr(&path.attrs) as usize,
+        src: src.peer,
+        family: prefix.family(),
+        rule: deciding_rule(&peer.cfg.export, prefix, &path.attrs),
+    };
+    if let Some(v) = peer.memo.get(&key) {
+        return v;
+    }
+    let dst = ExportTarget {
+        peer: peer_id,
+        ebgp: peer.ebgp,
+        rr_client: peer.cfg.rr_client,
+        next_hop_self: peer.cfg.next_hop_self,
+        local_v4: sess.local_v4,
+        local_v6: sess.local_v6,
+        filter: &peer.cfg.export,
+    };
+    let v = export_attrs(ctx, &src, &dst, prefix, &path.attrs).map(|a| interner.intern(a));
+    peer.memo.put(key, v.clone());
+    v
+}
+
+/// Applies `op` to one prefix and propagates the result.
+fn change<K: Fam>(core: &mut Core, fam: &mut FamilyRib<K>, key: K, op: Op) -> Delta {
+    let FamilyRib { table, fib_dirty } = fam;
+    let mut d = Delta::default();
+    let entry = match table.get_mut(&key) {
+        Some(e) => e,
+        None => {
+            // The common bulk case: a new prefix with one path.
+            let Op::Upsert(path) = op else { return d };
+            let e = table.entry(key).or_insert(Entry::new(path));
+            e.selected = 1;
+            d.added = 1;
+            d.changed = true;
+            if core.cfg.track_fib {
+                e.fib_dirty = true;
+                fib_dirty.push(key);
+            }
+            export_prefix(core, key, e);
+            return d;
+        }
+    };
+    let before = Selection::of(Some(entry));
+    match op {
+        Op::Upsert(path) => {
+            if entry.upsert(path) {
+                d.added = 1;
+            }
+        }
+        Op::Remove(peer, id) => {
+            d.removed = count(entry.remove_where(|p| p.peer() == peer && p.path_id() == id));
+        }
+        Op::RemovePeer(peer) => {
+            d.removed = count(entry.remove_where(|p| p.peer() == peer));
+        }
+        Op::RemoveStale(peer) => {
+            d.removed = count(entry.remove_where(|p| p.peer() == peer && p.is_stale()));
+        }
+    }
+    core.reselect(entry);
+    if before.same_as(Some(entry)) {
+        // A path outside the selection changed, or an identical
+        // re-announcement: nobody downstream needs to know.
+        return d;
+    }
+    d.changed = true;
+    if core.cfg.track_fib && !entry.fib_dirty {
+        entry.fib_dirty = true;
+        fib_dirty.push(key);
+    }
+    let best_changed = match (before.best(), entry.best()) {
+        (None, None) => false,
+        (Some((peer, id, ptr)), Some(p)) => {
+            p.peer() != peer || p.path_id != id || Arc::as_ptr(&p.attrs) as usize != ptr
+        }
+        _ => true,
+    };
+    if best_changed {
+        export_prefix(core, key, entry);
+    }
+    if entry.is_empty() && !entry.fib_dirty {
+        table.remove(&key);
+    }
+    d
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// Pushes the entry's current best path to every established peer's
+/// Adj-RIB-Out.
+fn export_prefix<K: Fam>(core: &mut Core, key: K, entry: &Entry) {
+    if !core.peers.iter().flatten().any(|p| p.session.is_some()) {
+        return;
+    }
+    let ctx = core.export_ctx();
+    let best = entry.best().map(|p| (p, core.export_source(p.peer())));
+    let prefix = key.prefix();
+    let Core {
+        peers, interner, ..
+    } = core;
+    for (i, slot) in peers.iter_mut().enumerate() {
+        let Some(peer) = slot.as_mut() else { continue };
+        if peer.session.is_none() {
+            continue;
+        }
+        let id = PeerId(count(i));
+        let attrs = export_to(&ctx, interner, id, peer, prefix, best);
+        K::out(&mut peer.out).set(key, attrs);
+    }
+}
+
+impl Rib {
+    /// An empty RIB.
+    pub fn new(cfg: RibConfig) -> Self {
+        Rib {
+            core: Core {
+                cfg,
+                peers: Vec::new(),
+                interner: Interner::default(),
+            },
+            v4: FamilyRib::default(),
+            v6: FamilyRib::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RibConfig {
+        &self.core.cfg
+    }
+
+    /// Adds a peer (no session yet); returns its handle.
+    pub fn add_peer(&mut self, cfg: PeerConfig) -> PeerId {
+        let ebgp = cfg.asn != self.core.cfg.local_asn;
+        let peer = Peer {
+            cfg,
+            ebgp,
+            session: None,
+            router_id: Ipv4Addr::UNSPECIFIED,
+            routes: 0,
+            over_limit: false,
+            out: AdjOut::default(),
+            memo: ExportMemo::default(),
+        };
+        let slot = self.core.peers.iter().position(Option::is_none);
+        match slot {
+            Some(i) => {
+                if let Some(s) = self.core.peers.get_mut(i) {
+                    *s = Some(peer);
+                }
+                PeerId(count(i))
+            }
+            None => {
+                self.core.peers.push(Some(peer));
+                PeerId(count(self.core.peers.len() - 1))
+            }
+        }
+    }
+
+    /// Removes a peer and all its routes.
+    pub fn remove_peer(&mut self, peer: PeerId) -> Result<ChangeSummary, RibError> {
+        let s = self.peer_down(peer)?;
+        if let Some(slot) = self.core.peers.get_mut(peer.0 as usize) {
+            *slot = None;
+        }
+        Ok(s)
+    }
+
+    /// Replaces a peer's filters and options. Routes already stored are
+    /// not re-filtered (that needs a ROUTE-REFRESH); exports are
+    /// recomputed.
+    pub fn set_peer_config(&mut self, peer: PeerId, cfg: PeerConfig) -> Result<(), RibError> {
+        let local = self.core.cfg.local_asn;
+        let p = self.core.peer_mut(peer)?;
+        p.ebgp = cfg.asn != local;
+        p.cfg = cfg;
+        p.memo.clear();
+        if p.session.is_some() {
+            self.refresh_out::<V4Key>(peer);
+            self.refresh_out::<V6Key>(peer);
+        }
+        Ok(())
+    }
+
+    /// The session reached Established: remember its facts and queue the
+    /// whole Loc-RIB for it (take it with [`Rib::take_updates`], then
+    /// send End-of-RIB).
+    pub fn peer_up(&mut self, peer: PeerId, session: Session) -> Result<(), RibError> {
+        let p = self.core.peer_mut(peer)?;
+        p.session = Some(session);
+        p.router_id = session.router_id;
+        p.out = AdjOut::default();
+        p.memo.clear();
+        self.refresh_out::<V4Key>(peer);
+        self.refresh_out::<V6Key>(peer);
+        Ok(())
+    }
+
+    /// Recomputes one peer's Adj-RIB-Out for a family from the Loc-RIB.
+    fn refresh_out<K: Fam>(&mut self, peer: PeerId) {
+        let (core, fam) = K::split(self);
+        let mut keys: Vec<K> = fam
+            .table
+            .iter()
+            .filter(|(_, e)| e.best().is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        let sources: Vec<ExportSource> = (0..core.peers.len())
+            .map(|i| core.export_source(PeerId(count(i))))
+            .collect();
+        let local = core.export_source(PeerId::LOCAL);
+        let ctx = core.export_ctx();
+        let Core {
+            peers, interner, ..
+        } = core;
+        let Some(target) = peers.get_mut(peer.0 as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        // Prefixes advertised but no longer in the Loc-RIB are withdrawn.
+        let stale: Vec<K> = K::out(&mut target.out)
+            .map
+            .keys()
+            .filter(|k| fam.table.get(k).and_then(Entry::best).is_none())
+            .copied()
+            .collect();
+        for k in stale {
+            K::out(&mut target.out).set(k, None);
+        }
+        for k in keys {
+            let best = fam.table.get(&k).and_then(Entry::best).map(|p| {
+                let src = if p.peer() == PeerId::LOCAL {
+                    local
+                } else {
+                    sources.get(p.peer().0 as usize).copied().unwrap_or(local)
+                };
+                (p, src)
+            });
+            let attrs = export_to(&ctx, interner, peer, target, k.prefix(), best);
+            K::out(&mut target.out).set(k, attrs);
+        }
+    }
+
+    /// The session went down without graceful restart: all its routes go.
+    pub fn peer_down(&mut self, peer: PeerId) -> Result<ChangeSummary, RibError> {
+        let p = self.core.peer_mut(peer)?;
+        p.session = None;
+        p.out = AdjOut::default();
+        p.memo.clear();
+        let mut s = ChangeSummary::default();
+        self.bulk::<V4Key>(peer, false, &mut s);
+        self.bulk::<V6Key>(peer, false, &mut s);
+        if let Ok(p) = self.core.peer_mut(peer) {
+            p.routes = 0;
+            p.over_limit = false;
+        }
+        Ok(s)
+    }
+
+    /// Graceful restart (RFC 4724 §4.2): the session went down, keep its
+    /// routes but mark them stale; returns how many were marked.
+    pub fn mark_stale(&mut self, peer: PeerId) -> Result<u32, RibError> {
+        let p = self.core.peer_mut(peer)?;
+        p.session = None;
+        p.out = AdjOut::default();
+        p.memo.clear();
+        let mut n = 0u32;
+        for e in self.v4.table.values_mut() {
+            n += mark(e, peer);
+        }
+        for e in self.v6.table.values_mut() {
+            n += mark(e, peer);
+        }
+        Ok(n)
+    }
+
+    /// Removes the peer's routes still stale (End-of-RIB received, or the
+    /// restart/stale timer expired).
+    pub fn purge_stale(&mut self, peer: PeerId) -> Result<ChangeSummary, RibError> {
+        self.core.peer_mut(peer)?;
+        let mut s = ChangeSummary::default();
+        self.bulk::<V4Key>(peer, true, &mut s);
+        self.bulk::<V6Key>(peer, true, &mut s);
+        if let Ok(p) = self.core.peer_mut(peer) {
+            p.routes = p.routes.saturating_sub(s.removed);
+        }
+        Ok(s)
+    }
+
+    fn bulk<K: Fam>(&mut self, peer: PeerId, stale_only: bool, s: &mut ChangeSummary) {
+        let (core, fam) = K::split(self);
+        let mut keys: Vec<K> = fam
+            .table
+            .iter()
+            .filter(|(_, e)| {
+                e.as_slice()
+                    .iter()
+                    .any(|p| p.peer() == peer && (!stale_only || p.is_stale()))
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        for k in keys {
+            let op = if stale_only {
+                Op::RemoveStale(peer)
+            } else {
+                Op::RemovePeer(peer)
+            };
+            let d = change(core, fam, k, op);
+            s.removed += d.removed;
+            s.prefixes_changed += u32::from(d.changed);
+        }
+    }
+
+    /// Stores the routes of one UPDATE from `peer`: all of `nlri` share
+    /// `attrs` (one family's next hop: call once per family of a
+    /// multiprotocol UPDATE).
+    pub fn announce(
+        &mut self,
+        peer: PeerId,
+        attrs: PathAttrs,
+        nlri: &[Nlri],
+    ) -> Result<ImportOutcome, RibError> {
+        let mut out = ImportOutcome::default();
+        let p = self.core.peer(peer).ok_or(RibError::UnknownPeer { peer })?;
+        let checked = receive(&self.core.cfg, &p.cfg, p.ebgp, attrs);
+        let attrs = match checked {
+            Ok(a) => self.core.interner.intern(a),
+            Err(reason) => {
+                out.dropped = Some(reason);
+                out.rejected = count(nlri.len());
+                let w = self.withdraw(peer, nlri)?;
+                out.removed = w.removed;
+                out.prefixes_changed = w.prefixes_changed;
+                return Ok(out);
+            }
+        };
+        // Take the filter out so the loop can borrow the tables; it goes
+        // back at the end.
+        let filter = std::mem::take(&mut self.core.peer_mut(peer)?.cfg.import);
+        let accept_all = filter.is_accept_all();
+        for n in nlri {
+            let ok = accept_all || matches!(filter.evaluate(n.prefix, &attrs), Verdict::Accept(_));
+            let op = if ok {
+                Op::Upsert(Path::new(Arc::clone(&attrs), peer, n.path_id))
+            } else {
+                out.rejected += 1;
+                Op::Remove(peer, n.path_id)
+            };
+            let d = self.apply(n.prefix, op);
+            out.accepted += u32::from(ok);
+            out.removed += d.removed;
+            out.prefixes_changed += u32::from(d.changed);
+            if let Ok(p) = self.core.peer_mut(peer) {
+                p.routes = p.routes.saturating_add(d.added).saturating_sub(d.removed);
+            }
+        }
+        let p = self.core.peer_mut(peer)?;
+        p.cfg.import = filter;
+        out.max_prefix = check_max_prefix(peer, p, nlri.last().map(|n| n.prefix.family()));
+        Ok(out)
+    }
+
+    /// Withdraws routes of `peer`.
+    pub fn withdraw(&mut self, peer: PeerId, nlri: &[Nlri]) -> Result<ImportOutcome, RibError> {
+        self.core.peer_mut(peer)?;
+        let mut out = ImportOutcome::default();
+        for n in nlri {
+            let d = self.apply(n.prefix, Op::Remove(peer, n.path_id));
+            out.removed += d.removed;
+            out.prefixes_changed += u32::from(d.changed);
+        }
+        if let Ok(p) = self.core.peer_mut(peer) {
+            p.routes = p.routes.saturating_sub(out.removed);
+            check_max_prefix(peer, p, None);
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, prefix: Prefix, op: Op) -> Delta {
+        match prefix {
+            Prefix::V4(p) => change(&mut self.core, &mut self.v4, V4Key::from(p), op),
+            Prefix::V6(p) => change(&mut self.core, &mut self.v6, V6Key::from(p), op),
+        }
+    }
+
+    /// Originates `prefix` from this speaker (origin IGP, empty AS_PATH
+    /// unless `attrs` says otherwise; the next hop is set per session on
+    /// export). Re-originating replaces the attributes.
+    pub fn originate(&mut self, prefix: Prefix, attrs: PathAttrs) -> ChangeSummary {
+        let attrs = self.core.interner.intern(attrs);
+        let d = self.apply(
+            prefix,
+            Op::Upsert(Path::new(attrs, PeerId::LOCAL, PathId(0))),
+        );
+        summary(d)
+    }
+
+    /// Stops originating `prefix`.
+    pub fn withdraw_local(&mut self, prefix: Prefix) -> ChangeSummary {
+        summary(self.apply(prefix, Op::Remove(PeerId::LOCAL, PathId(0))))
+    }
+
+    /// The pending best-route changes, each prefix once in its latest
+    /// state, in first-change order (IPv4 first). Empties the queue.
+    pub fn take_fib_changes(&mut self) -> Vec<FibChange> {
+        let mut out = Vec::new();
+        self.drain_fib::<V4Key>(&mut out);
+        self.drain_fib::<V6Key>(&mut out);
+        out
+    }
+
+    /// Number of prefixes waiting in the FIB queue.
+    pub fn pending_fib_changes(&self) -> usize {
+        self.v4.fib_dirty.len() + self.v6.fib_dirty.len()
+    }
+
+    fn drain_fib<K: Fam>(&mut self, out: &mut Vec<FibChange>) {
+        let (core, fam) = K::split(self);
+        for k in std::mem::take(&mut fam.fib_dirty) {
+            let Some(e) = fam.table.get_mut(&k) else {
+                continue;
+            };
+            e.fib_dirty = false;
+            let paths = e
+                .selected()
+                .iter()
+                .map(|p| {
+                    let src = core.source(p.peer());
+                    FibPath {
+                        next_hop: p.attrs.next_hop,
+                        peer: p.peer(),
+                        peer_address: (src.kind != SourceKind::Local).then_some(src.address),
+                        kind: src.kind,
+                        path_id: p.path_id(),
+                        stale: p.is_stale(),
+                    }
+                })
+                .collect();
+            if e.is_empty() {
+                fam.table.remove(&k);
+            }
+            out.push(FibChange {
+                prefix: k.prefix(),
+                paths,
+            });
+        }
+    }
+
+    /// Peers with UPDATEs waiting.
+    pub fn peers_with_updates(&self) -> Vec<PeerId> {
+        self.core
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                let p = p.as_ref()?;
+                (!p.out.v4.pending.is_empty() || !p.out.v6.pending.is_empty())
+                    .then_some(PeerId(count(i)))
+            })
+            .collect()
+    }
+
+    /// The UPDATEs to send to `peer` for everything that changed since the
+    /// last call, grouped by attribute set and cut to `max_message_len`
+    /// octets (4096, or 65535 with extended messages).
+    pub fn take_updates(
+        &mut self,
+        peer: PeerId,
+        max_message_len: usize,
+    ) -> Result<Vec<OutUpdate>, RibError> {
+        let p = self.core.peer_mut(peer)?;
+        let mut out = build(Family::Ipv4, drain_out(&mut p.out.v4), max_message_len);
+        out.extend(build(
+            Family::Ipv6,
+            drain_out(&mut p.out.v6),
+            max_message_len,
+        ));
+        Ok(out)
+    }
+
+    /// The best path of `prefix`.
+    pub fn best(&self, prefix: Prefix) -> Option<RouteView> {
+        self.with_entry(prefix, |e| e.best().map(RouteView::of))
+            .flatten()
+    }
+
+    /// The ECMP set of `prefix`, best first.
+    pub fn ecmp(&self, prefix: Prefix) -> Vec<RouteView> {
+        self.with_entry(prefix, |e| e.selected().iter().map(RouteView::of).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every stored path of `prefix` (all peers' Adj-RIB-In), selected
+    /// ones first.
+    pub fn paths(&self, prefix: Prefix) -> Vec<RouteView> {
+        self.with_entry(prefix, |e| e.as_slice().iter().map(RouteView::of).collect())
+            .unwrap_or_default()
+    }
+
+    fn with_entry<T>(&self, prefix: Prefix, f: impl FnOnce(&Entry) -> T) -> Option<T> {
+        match prefix {
+            Prefix::V4(p) => self.v4.table.get(&V4Key::from(p)).map(f),
+            Prefix::V6(p) => self.v6.table.get(&V6Key::from(p)).map(f),
+        }
+    }
+
+    /// What `peer`'s Adj-RIB-Out holds (or is about to announce) for
+    /// `prefix`.
+    pub fn advertised(&self, peer: PeerId, prefix: Prefix) -> Option<Arc<PathAttrs>> {
+        let p = self.core.peer(peer)?;
+        let e = match prefix {
+            Prefix::V4(x) => p.out.v4.map.get(&V4Key::from(x)),
+            Prefix::V6(x) => p.out.v6.map.get(&V6Key::from(x)),
+        };
+        e.and_then(|e| e.attrs.clone())
+    }
+
+    /// Routes stored from `peer` (its Adj-RIB-In size after policy).
+    pub fn prefixes_received(&self, peer: PeerId) -> u32 {
+        self.core.peer(peer).map_or(0, |p| p.routes)
+    }
+
+    /// Prefixes in `peer`'s Adj-RIB-Out.
+    pub fn prefixes_advertised(&self, peer: PeerId) -> usize {
+        self.core
+            .peer(peer)
+            .map_or(0, |p| p.out.v4.advertised() + p.out.v6.advertised())
+    }
+
+    /// Prefixes with a best path.
+    pub fn len(&self) -> usize {
+        fn n<K>(f: &FamilyRib<K>) -> usize {
+            f.table.values().filter(|e| e.selected > 0).count()
+        }
+        n(&self.v4) + n(&self.v6)
+    }
+
+    /// Whether no prefix has a best path.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Distinct attribute sets held by the interner.
+    pub fn attribute_sets(&self) -> usize {
+        self.core.interner.len()
+    }
+
+    /// The family tables' entry counts (for tests and memory accounting).
+    #[doc(hidden)]
+    pub fn table_len(&self, family: Family) -> usize {
+        match family {
+            Family::Ipv4 => V4Key::fam(self).table.len(),
+            Family::Ipv6 => V6Key::fam(self).table.len(),
+        }
+    }
+}
+
+fn mark(e: &mut Entry, peer: PeerId) -> u32 {
+    let mut n = 0;
+    for p in e.as_mut_slice() {
+        if p.peer() == peer {
+            p.set_stale();
+            n += 1;
+        }
+    }
+    n
+}
+
+fn summary(d: Delta) -> ChangeSummary {
+    ChangeSummary {
+        added: d.added,
+        removed: d.removed,
+        prefixes_changed: u32::from(d.changed),
+    }
+}
+
+fn drain_out<K: TableKey>(t: &mut OutTable<K>) -> Vec<(Prefix, Option<Arc<PathAttrs>>)> {
+    let mut changes = Vec::with_capacity(t.pending.len());
+    for k in std::mem::take(&mut t.pending) {
+        let Some(e) = t.map.get_mut(&k) else { continue };
+        e.pending = false;
+        let attrs = e.attrs.clone();
+        if attrs.is_none() {
+            t.map.remove(&k);
+        }
+        changes.push((k.prefix(), attrs));
+    }
+    changes
+}
+
+fn check_max_prefix(id: PeerId, p: &mut Peer, family: Option<Family>) -> Option<MaxPrefixExceeded> {
+    let mp = p.cfg.max_prefix?;
+    if p.routes <= mp.limit {
+        p.over_limit = false;
+        return None;
+    }
+    if p.over_limit {
+        return None;
+    }
+    p.over_limit = true;
+    Some(MaxPrefixExceeded {
+        peer: id,
+        family: family.unwrap_or(Family::Ipv4),
+        limit: mp.limit,
+        count: p.routes,
+        action: mp.action,
+    })
+}
