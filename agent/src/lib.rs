@@ -1,3 +1,6 @@
 //! The tortie node agent: datastore, node config, IPAM, CNI server, FIB
 //! programming, status and metrics. The binaries `tortie` and `tortie-cni`
 //! are thin front ends over this library.
+
+pub mod manifests;
+pub mod status;

@@ -8,6 +8,8 @@
 //! Must never: add an address or a route in the machine's own namespace, or
 //! send traffic anywhere but loopback and the namespaces a test made.
 
+pub mod podnet;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,0 +1,218 @@
+//! `netprobe`: the tiny server and prober the policy tests run inside pod
+//! network namespaces (`ip netns exec POD netprobe ...`).
+//!
+//! ```text
+//! netprobe serve --tcp 80,81 --udp 80,81
+//!     answers every TCP connection and UDP datagram with "ok <token>"
+//! netprobe probe (--tcp|--udp) ADDR:PORT [--timeout-ms N]
+//!     exits 0 when the server answered, 1 when it did not
+//! netprobe probe-many [--timeout-ms N] [--udp-src-base P] tcp:ADDR:PORT udp:ADDR:PORT ...
+//!     probes all targets in parallel, prints "<target> ok|fail" per line, exits 0
+//! ```
+//!
+//! `--udp-src-base P` sends the k-th target's datagram from source port
+//! P+k: a test that changes policy between rounds gives each round its own
+//! ports, so no UDP probe rides on a conntrack entry of an earlier round.
+//!
+//! A reply proves the whole path (both directions, through conntrack); a
+//! refused or silent port is a "fail". It never sends anything but to the
+//! given addresses.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netprobe: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<ExitCode, String> {
+    let (cmd, rest) = args.split_first().ok_or_else(usage)?;
+    match cmd.as_str() {
+        "serve" => serve(rest),
+        "probe" => {
+            let mut timeout = Duration::from_millis(500);
+            let mut target = None;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--tcp" | "--udp" => {
+                        let addr = it.next().ok_or_else(usage)?;
+                        target = Some(format!("{}:{addr}", &a[2..]));
+                    }
+                    "--timeout-ms" => timeout = parse_timeout(it.next())?,
+                    _ => return Err(usage()),
+                }
+            }
+            let target = target.ok_or_else(usage)?;
+            Ok(if probe(&target, timeout)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        "probe-many" => {
+            let mut timeout = Duration::from_millis(500);
+            let mut src_base: Option<u16> = None;
+            let mut targets = Vec::new();
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                if a == "--timeout-ms" {
+                    timeout = parse_timeout(it.next())?;
+                } else if a == "--udp-src-base" {
+                    let v = it.next().ok_or_else(usage)?;
+                    src_base = Some(v.parse().map_err(|e| format!("--udp-src-base: {e}"))?);
+                } else {
+                    targets.push(a.clone());
+                }
+            }
+            let handles: Vec<_> = targets
+                .into_iter()
+                .enumerate()
+                .map(|(k, t)| {
+                    let src = src_base.and_then(|b| b.checked_add(u16::try_from(k).ok()?));
+                    std::thread::spawn(move || (probe_from_port(&t, timeout, src), t))
+                })
+                .collect();
+            let mut out = String::new();
+            for h in handles {
+                let (res, t) = h.join().map_err(|_| "probe thread panicked".to_string())?;
+                let verdict = match res {
+                    Ok(true) => "ok".to_string(),
+                    Ok(false) => "fail".to_string(),
+                    Err(e) => format!("error {e}"),
+                };
+                out.push_str(&format!("{t} {verdict}\n"));
+            }
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Err(usage()),
+    }
+}
+
+fn usage() -> String {
+    "usage: netprobe serve [--tcp P,..] [--udp P,..] | probe (--tcp|--udp) ADDR:PORT \
+     [--timeout-ms N] | probe-many [--timeout-ms N] (tcp|udp):ADDR:PORT .."
+        .to_string()
+}
+
+fn parse_timeout(v: Option<&String>) -> Result<Duration, String> {
+    let ms: u64 = v
+        .ok_or_else(usage)?
+        .parse()
+        .map_err(|e| format!("--timeout-ms: {e}"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_ports(v: Option<&String>) -> Result<Vec<u16>, String> {
+    v.ok_or_else(usage)?
+        .split(',')
+        .map(|p| p.parse::<u16>().map_err(|e| format!("port {p:?}: {e}")))
+        .collect()
+}
+
+fn serve(args: &[String]) -> Result<ExitCode, String> {
+    let mut tcp = Vec::new();
+    let mut udp = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--tcp" => tcp = parse_ports(it.next())?,
+            "--udp" => udp = parse_ports(it.next())?,
+            _ => return Err(usage()),
+        }
+    }
+    let mut threads = Vec::new();
+    for port in tcp {
+        let listener =
+            TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("tcp {port}: {e}"))?;
+        threads.push(std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                std::thread::spawn(move || answer_tcp(conn));
+            }
+        }));
+    }
+    for port in udp {
+        let sock = UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("udp {port}: {e}"))?;
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+                let token = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
+                let _ = sock.send_to(format!("ok {}", token.trim()).as_bytes(), peer);
+            }
+        }));
+    }
+    // Tell the parent we listen (it polls for this line or the ports).
+    println!("ready");
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn answer_tcp(mut conn: TcpStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 512];
+    if let Ok(n) = conn.read(&mut buf) {
+        let token = String::from_utf8_lossy(buf.get(..n).unwrap_or_default());
+        let _ = conn.write_all(format!("ok {}", token.trim()).as_bytes());
+    }
+}
+
+/// `target` is `tcp:ADDR:PORT` or `udp:ADDR:PORT` (IPv6 as `[ADDR]:PORT`).
+fn probe(target: &str, timeout: Duration) -> Result<bool, String> {
+    probe_from_port(target, timeout, None)
+}
+
+fn probe_from_port(target: &str, timeout: Duration, udp_src: Option<u16>) -> Result<bool, String> {
+    let (proto, addr) = target.split_once(':').ok_or_else(usage)?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("target {target:?}: {e}"))?;
+    let token = format!("{}-{}", std::process::id(), addr.port());
+    let expected = format!("ok {token}");
+    let mut buf = [0u8; 512];
+    match proto {
+        "tcp" => {
+            let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
+                return Ok(false);
+            };
+            let _ = s.set_read_timeout(Some(timeout));
+            if s.write_all(token.as_bytes()).is_err() {
+                return Ok(false);
+            }
+            let n = s.read(&mut buf).unwrap_or(0);
+            Ok(buf.get(..n) == Some(expected.as_bytes()))
+        }
+        "udp" => {
+            let any: std::net::IpAddr = if addr.is_ipv4() {
+                std::net::Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                std::net::Ipv6Addr::UNSPECIFIED.into()
+            };
+            // A taken source port falls back to an ephemeral one.
+            let s = udp_src
+                .and_then(|p| UdpSocket::bind((any, p)).ok())
+                .map_or_else(|| UdpSocket::bind((any, 0)), Ok)
+                .map_err(|e| e.to_string())?;
+            s.connect(addr).map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(timeout))
+                .map_err(|e| e.to_string())?;
+            if s.send(token.as_bytes()).is_err() {
+                return Ok(false);
+            }
+            let n = s.recv(&mut buf).unwrap_or(0);
+            Ok(buf.get(..n) == Some(expected.as_bytes()))
+        }
+        _ => Err(format!("target {target:?}: protocol must be tcp or udp")),
+    }
+}
