@@ -19,6 +19,7 @@ pub mod naming;
 pub mod render;
 pub mod ruleset;
 pub mod selector;
+pub mod testing;
 
 pub use compile::{compile, Compiled};
 pub use diff::{diff, Update};

@@ -42,18 +42,6 @@ pub fn labels_of(
     meta.labels.as_ref().unwrap_or(&EMPTY)
 }
 
-/// A pod as the policy engine sees it: only pods that are workloads (not
-/// host-network, not finished) are ever turned into one.
-#[allow(dead_code)] // wired into compile in the next commit
-#[derive(Clone, Debug)]
-pub(crate) struct PodView<'a> {
-    pub namespace: &'a str,
-    pub name: &'a str,
-    pub labels: &'a BTreeMap<String, String>,
-    pub ips: Vec<IpAddr>,
-    pub pod: &'a Pod,
-}
-
 /// Whether a pod takes part in pod-selector matching at all.
 ///
 /// Host-network pods share the node's IP, so a selector matching them would
@@ -90,17 +78,4 @@ pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     ips.sort();
     ips.dedup();
     ips
-}
-
-#[allow(dead_code)] // wired into compile in the next commit
-pub(crate) fn pod_view(pod: &Pod) -> Option<PodView<'_>> {
-    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let name = pod.metadata.name.as_deref()?;
-    Some(PodView {
-        namespace,
-        name,
-        labels: labels_of(&pod.metadata),
-        ips: pod_ips(pod),
-        pod,
-    })
 }

@@ -91,9 +91,15 @@ pub fn set_name(kind: char, family: crate::ruleset::Family, identity: &str) -> S
     format!("{SET_PREFIX}{kind}{}-{h}", family.digit())
 }
 
-/// The temporary set a full refill builds before `swap`.
+/// Prefix of the temporary sets a full refill builds before `swap`.
+pub const TEMP_SET_PREFIX: &str = "tort-tmp-";
+
+/// The temporary twin of `set` (`tort-p4-…` → `tort-tmp-p4-…`, 28 chars).
 pub fn temp_set_name(set: &str) -> String {
-    format!("{set}-t")
+    format!(
+        "{TEMP_SET_PREFIX}{}",
+        set.strip_prefix(SET_PREFIX).unwrap_or(set)
+    )
 }
 
 #[cfg(test)]
