@@ -3,4 +3,3 @@
 //! are thin front ends over this library.
 
 pub mod manifests;
-pub mod status;
