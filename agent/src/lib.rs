@@ -3,3 +3,4 @@
 //! are thin front ends over this library.
 
 pub mod manifests;
+pub mod status;
