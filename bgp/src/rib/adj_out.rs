@@ -21,18 +21,19 @@
 //!    eBGP-learned ones (never for reflected routes: RFC 4456 §10, a
 //!    reflector must not change the next hop); when reflecting, set
 //!    ORIGINATOR_ID if absent and prepend our CLUSTER_ID;
-//! 7. unrecognised optional non-transitive attributes are not passed on
-//!    (RFC 4271 §5).
+//! 7. unrecognised attributes: the codec keeps only optional transitive
+//!    ones, and they go out with the Partial bit (RFC 4271 §5).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use super::attrs::{Community, NextHop, PathAttrs};
+use super::attrs::PathAttrs;
 use super::decision::SourceKind;
 use super::policy::{Filter, Verdict};
-use super::prefix::{Family, Prefix, TableKey, V4Key, V6Key};
-use super::{Asn, PeerId};
+use super::prefix::{TableKey, V4Key, V6Key};
+use super::PeerId;
+use crate::wire::{Asn, Community, Family, NextHop, Prefix};
 
 /// One prefix as advertised to a peer.
 #[derive(Debug)]
@@ -165,13 +166,16 @@ pub(crate) fn may_export(
     true
 }
 
-fn local_next_hop(dst: &ExportTarget<'_>, family: Family) -> Option<NextHop> {
-    match family {
-        Family::Ipv4 => dst
-            .local_v4
-            .map(NextHop::V4)
-            .or(dst.local_v6.map(|a| NextHop::from_addr(IpAddr::V6(a)))),
-        Family::Ipv6 => dst.local_v6.map(|a| NextHop::from_addr(IpAddr::V6(a))),
+fn local_next_hop(dst: &ExportTarget<'_>, prefix: Prefix) -> Option<NextHop> {
+    let v6 = dst.local_v6.map(|global| NextHop::V6 {
+        global,
+        link_local: None,
+    });
+    if prefix.is_ipv6() {
+        v6
+    } else {
+        // An IPv4 route over an IPv6-only session: RFC 8950 next hop.
+        dst.local_v4.map(NextHop::V4).or(v6)
     }
 }
 
@@ -193,10 +197,9 @@ pub(crate) fn export_attrs(
         Verdict::Accept(rule) => rule,
     };
     let mut out = Filter::modify(rule, attrs).unwrap_or_else(|| attrs.clone());
-    out.other.retain(|a| a.is_transitive());
     if dst.ebgp {
-        out.as_path = out.as_path.prepended(ctx.local_asn);
-        out.next_hop = local_next_hop(dst, prefix.family())?;
+        out.as_path.prepend(ctx.local_asn);
+        out.next_hop = Some(local_next_hop(dst, prefix)?);
         out.local_pref = None;
         if src.kind != SourceKind::Local {
             out.med = None;
@@ -211,8 +214,8 @@ pub(crate) fn export_attrs(
             SourceKind::Ebgp => dst.next_hop_self,
             SourceKind::Ibgp => false,
         };
-        if self_nh || out.next_hop == NextHop::Unset {
-            out.next_hop = local_next_hop(dst, prefix.family())?;
+        if self_nh || out.next_hop.is_none() {
+            out.next_hop = Some(local_next_hop(dst, prefix)?);
         }
         if reflected {
             let cluster = ctx.cluster_id?;

@@ -35,9 +35,9 @@
 use std::cmp::Reverse;
 use std::net::{IpAddr, Ipv4Addr};
 
-use super::attrs::{Asn, PathAttrs};
-use super::prefix::PathId;
+use super::attrs::PathAttrs;
 use super::PeerId;
+use crate::wire::{Asn, Origin};
 
 /// Who a path came from.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -77,7 +77,7 @@ pub struct DecisionConfig {
 impl Default for DecisionConfig {
     fn default() -> Self {
         Self {
-            local_asn: 0,
+            local_asn: Asn(0),
             default_local_pref: 100,
             always_compare_med: false,
             max_paths: 1,
@@ -94,8 +94,8 @@ pub struct Candidate<'a> {
     pub source: PathSource,
     /// The peer handle.
     pub peer: PeerId,
-    /// The ADD-PATH id.
-    pub path_id: PathId,
+    /// The ADD-PATH id (0 without ADD-PATH).
+    pub path_id: u32,
 }
 
 /// The result: candidate indices best first, and how many of them form
@@ -112,12 +112,12 @@ pub struct Decision {
 struct Rank {
     local: bool,
     pref: u32,
-    as_len: u32,
-    origin: u8,
+    as_len: usize,
+    origin: Origin,
     neighbor_as: Asn,
     med: u32,
     ebgp: bool,
-    tie: (u32, usize, IpAddr, PathId, PeerId),
+    tie: (u32, usize, IpAddr, u32, PeerId),
 }
 
 fn rank(c: &Candidate<'_>, cfg: &DecisionConfig) -> Rank {
@@ -132,8 +132,8 @@ fn rank(c: &Candidate<'_>, cfg: &DecisionConfig) -> Rank {
     Rank {
         local: c.source.kind == SourceKind::Local,
         pref,
-        as_len: a.as_path.decision_len(),
-        origin: a.origin as u8,
+        as_len: a.as_path.path_len(),
+        origin: a.origin,
         neighbor_as: a.as_path.first_asn().unwrap_or(cfg.local_asn),
         med: a.med.unwrap_or(0),
         ebgp: c.source.kind == SourceKind::Ebgp,
@@ -184,8 +184,8 @@ pub fn decide(cands: &[Candidate<'_>], cfg: &DecisionConfig) -> Decision {
 // A panic is how a test reports failure.
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::attrs::{AsPath, Origin, Segment, SegmentKind};
     use super::*;
+    use crate::wire::{AsPath, AsSegment, SegmentType};
     use proptest::prelude::*;
 
     fn src(kind: SourceKind, id: u8, addr: u8) -> PathSource {
@@ -202,9 +202,9 @@ mod tests {
 
     fn base() -> PathAttrs {
         PathAttrs {
-            as_path: AsPath::sequence([65001]),
+            as_path: AsPath::from_sequence([Asn(65001)]),
             local_pref: Some(100),
-            ..PathAttrs::default()
+            ..PathAttrs::local()
         }
     }
 
@@ -223,13 +223,13 @@ mod tests {
                 attrs: a.0,
                 source: a.1,
                 peer: PeerId(1),
-                path_id: PathId(0),
+                path_id: 0,
             },
             Candidate {
                 attrs: b.0,
                 source: b.1,
                 peer: PeerId(2),
-                path_id: PathId(0),
+                path_id: 0,
             },
         ];
         let d = decide(&c, cfg);
@@ -268,11 +268,11 @@ mod tests {
     #[test]
     fn shorter_as_path_wins_and_as_set_counts_one() {
         let a = PathAttrs {
-            as_path: AsPath::sequence([1, 2]),
+            as_path: AsPath::from_sequence([Asn(1), Asn(2)]),
             ..base()
         };
         let b = PathAttrs {
-            as_path: AsPath::sequence([1, 2, 3]),
+            as_path: AsPath::from_sequence([Asn(1), Asn(2), Asn(3)]),
             ..base()
         };
         assert_eq!(best2((&a, ibgp(2)), (&b, ibgp(1))), 0);
@@ -281,13 +281,13 @@ mod tests {
         let c = PathAttrs {
             as_path: AsPath {
                 segments: vec![
-                    Segment {
-                        kind: SegmentKind::Sequence,
-                        asns: vec![1],
+                    AsSegment {
+                        kind: SegmentType::Sequence,
+                        asns: vec![Asn(1)],
                     },
-                    Segment {
-                        kind: SegmentKind::Set,
-                        asns: vec![2, 3, 4, 5],
+                    AsSegment {
+                        kind: SegmentType::Set,
+                        asns: vec![Asn(2), Asn(3), Asn(4), Asn(5)],
                     },
                 ],
             },
@@ -325,7 +325,7 @@ mod tests {
         assert_eq!(best2((&a, ibgp(1)), (&b, ibgp(2))), 1);
         // Different neighbour AS: MED ignored, router id decides.
         let c = PathAttrs {
-            as_path: AsPath::sequence([65002]),
+            as_path: AsPath::from_sequence([Asn(65002)]),
             ..b.clone()
         };
         assert_eq!(best2((&a, ibgp(1)), (&c, ibgp(2))), 0);
@@ -422,7 +422,7 @@ mod tests {
                 attrs: at,
                 source: *s,
                 peer: PeerId(i as u32),
-                path_id: PathId(0),
+                path_id: 0,
             })
             .collect();
         let cfg = DecisionConfig {
@@ -460,7 +460,7 @@ mod tests {
             .prop_map(|(lp, path, origin, med, ebgp, id, orig, cl)| {
                 let attrs = PathAttrs {
                     local_pref: lp,
-                    as_path: AsPath::sequence(path),
+                    as_path: AsPath::from_sequence(path.into_iter().map(Asn)),
                     origin: match origin {
                         0 => Origin::Igp,
                         1 => Origin::Egp,
@@ -469,7 +469,7 @@ mod tests {
                     med,
                     originator_id: orig.map(|o| Ipv4Addr::new(10, 0, 0, o)),
                     cluster_list: vec![Ipv4Addr::new(9, 9, 9, 9); cl],
-                    ..PathAttrs::default()
+                    ..PathAttrs::local()
                 };
                 let kind = if ebgp {
                     SourceKind::Ebgp
@@ -485,31 +485,27 @@ mod tests {
         /// candidates, not of their arrival order.
         #[test]
         fn decision_does_not_depend_on_arrival_order(
-            paths in prop::collection::vec(arb_path(), 1..7),
-            perm in any::<prop::sample::Index>(),
+            (paths, shuffled) in prop::collection::vec(arb_path(), 1..8)
+                .prop_map(|v| v.into_iter().enumerate().collect::<Vec<_>>())
+                .prop_flat_map(|v| (Just(v.clone()), Just(v).prop_shuffle())),
             compare in any::<bool>(),
         ) {
             // Distinct peer addresses, as real sessions have.
-            let cands: Vec<Candidate<'_>> = paths.iter().enumerate().map(|(i, (a, s))| Candidate {
-                attrs: a,
-                source: PathSource { address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, i as u8)), ..*s },
-                peer: PeerId(i as u32),
-                path_id: PathId(0),
-            }).collect();
-            let cfg = DecisionConfig { max_paths: 4, always_compare_med: compare, ..DecisionConfig::default() };
-            let d = decide(&cands, &cfg);
-            let ids = |d: &Decision, c: &[Candidate<'_>]| -> Vec<PeerId> {
-                d.order[..d.ecmp].iter().map(|&i| c[i].peer).collect()
+            let mk = |v: &[(usize, (PathAttrs, PathSource))]| -> Vec<(PathAttrs, PathSource, PeerId)> {
+                v.iter().map(|(i, (a, s))| (a.clone(), PathSource {
+                    address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, *i as u8)),
+                    ..*s
+                }, PeerId(*i as u32))).collect()
             };
-            let want = ids(&d, &cands);
-            // A rotation and a reversal of the arrival order.
-            let mut rotated = cands.clone();
-            let k = perm.index(cands.len());
-            rotated.rotate_left(k);
-            prop_assert_eq!(ids(&decide(&rotated, &cfg), &rotated), want.clone());
-            let mut rev = cands.clone();
-            rev.reverse();
-            prop_assert_eq!(ids(&decide(&rev, &cfg), &rev), want);
+            let cfg = DecisionConfig { max_paths: 4, always_compare_med: compare, ..DecisionConfig::default() };
+            let run = |v: &[(PathAttrs, PathSource, PeerId)]| -> Vec<PeerId> {
+                let c: Vec<Candidate<'_>> = v.iter().map(|(a, s, p)| Candidate {
+                    attrs: a, source: *s, peer: *p, path_id: 0,
+                }).collect();
+                let d = decide(&c, &cfg);
+                d.order.iter().map(|&i| c[i].peer).collect::<Vec<_>>()[..d.ecmp].to_vec()
+            };
+            prop_assert_eq!(run(&mk(&paths)), run(&mk(&shuffled)));
         }
     }
 }

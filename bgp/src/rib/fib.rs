@@ -7,16 +7,15 @@
 
 use std::net::IpAddr;
 
-use super::attrs::NextHop;
 use super::decision::SourceKind;
-use super::prefix::{PathId, Prefix};
 use super::PeerId;
+use crate::wire::{NextHop, Prefix};
 
 /// One path of a FIB route.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct FibPath {
-    /// Where to forward.
-    pub next_hop: NextHop,
+    /// Where to forward (None only for our own routes).
+    pub next_hop: Option<NextHop>,
     /// The peer the path was learned from ([`PeerId::LOCAL`] for our own).
     pub peer: PeerId,
     /// The peer's address (None for local routes).
@@ -24,7 +23,7 @@ pub struct FibPath {
     /// Local, eBGP or iBGP.
     pub kind: SourceKind,
     /// The ADD-PATH id the peer gave it.
-    pub path_id: PathId,
+    pub path_id: u32,
     /// Kept through a graceful restart, not yet refreshed.
     pub stale: bool,
 }

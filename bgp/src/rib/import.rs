@@ -36,8 +36,7 @@ pub(crate) fn receive(
         return Err(DropReason::AsLoop);
     }
     if attrs
-        .next_hop
-        .addr()
+        .next_hop_addr()
         .is_some_and(|a| cfg.local_addresses.contains(&a))
     {
         return Err(DropReason::OwnNextHop);

@@ -14,10 +14,11 @@ use super::decision::{decide, Candidate, DecisionConfig, PathSource, SourceKind}
 use super::fib::{FibChange, FibPath};
 use super::import::{receive, DropReason};
 use super::policy::{MaxPrefixExceeded, Verdict};
-use super::prefix::{Family, Nlri, PathId, Prefix, TableKey, V4Key, V6Key};
+use super::prefix::{family_of, Key, TableKey, V4Key, V6Key};
 use super::table::{Entry, Path, Selection};
 use super::update_builder::{build, OutUpdate};
 use super::{PeerConfig, PeerId, RibConfig, Session};
+use crate::wire::{Family, NextHop, NlriEntry, Prefix, Update};
 
 /// A RIB operation on something that does not exist.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,8 +65,8 @@ pub struct ChangeSummary {
 pub struct RouteView {
     /// Source peer.
     pub peer: PeerId,
-    /// ADD-PATH id.
-    pub path_id: PathId,
+    /// ADD-PATH id (0 without ADD-PATH).
+    pub path_id: u32,
     /// Attributes (after import processing).
     pub attrs: Arc<PathAttrs>,
     /// Graceful-restart stale.
@@ -161,7 +162,7 @@ impl Fam for V6Key {
 /// One edit of a prefix's paths.
 enum Op {
     Upsert(Path),
-    Remove(PeerId, PathId),
+    Remove(PeerId, u32),
     RemovePeer(PeerId),
     RemoveStale(PeerId),
 }
@@ -272,7 +273,7 @@ fn export_to(
     let key = MemoKey {
         attrs: Arc::as_ptr(&path.attrs) as usize,
         src: src.peer,
-        family: prefix.family(),
+        family: family_of(prefix),
         rule: deciding_rule(&peer.cfg.export, prefix, &path.attrs),
     };
     if let Some(v) = peer.memo.get(&key) {
@@ -593,7 +594,7 @@ impl Rib {
         &mut self,
         peer: PeerId,
         attrs: PathAttrs,
-        nlri: &[Nlri],
+        nlri: impl IntoIterator<Item = NlriEntry>,
     ) -> Result<ImportOutcome, RibError> {
         let mut out = ImportOutcome::default();
         let p = self.core.peer(peer).ok_or(RibError::UnknownPeer { peer })?;
@@ -601,6 +602,7 @@ impl Rib {
         let attrs = match checked {
             Ok(a) => self.core.interner.intern(a),
             Err(reason) => {
+                let nlri: Vec<NlriEntry> = nlri.into_iter().collect();
                 out.dropped = Some(reason);
                 out.rejected = count(nlri.len());
                 let w = self.withdraw(peer, nlri)?;
@@ -613,13 +615,15 @@ impl Rib {
         // back at the end.
         let filter = std::mem::take(&mut self.core.peer_mut(peer)?.cfg.import);
         let accept_all = filter.is_accept_all();
+        let mut family = None;
         for n in nlri {
+            family = Some(family_of(n.prefix));
             let ok = accept_all || matches!(filter.evaluate(n.prefix, &attrs), Verdict::Accept(_));
             let op = if ok {
-                Op::Upsert(Path::new(Arc::clone(&attrs), peer, n.path_id))
+                Op::Upsert(Path::new(Arc::clone(&attrs), peer, n.path_id.unwrap_or(0)))
             } else {
                 out.rejected += 1;
-                Op::Remove(peer, n.path_id)
+                Op::Remove(peer, n.path_id.unwrap_or(0))
             };
             let d = self.apply(n.prefix, op);
             out.accepted += u32::from(ok);
@@ -631,16 +635,20 @@ impl Rib {
         }
         let p = self.core.peer_mut(peer)?;
         p.cfg.import = filter;
-        out.max_prefix = check_max_prefix(peer, p, nlri.last().map(|n| n.prefix.family()));
+        out.max_prefix = check_max_prefix(peer, p, family);
         Ok(out)
     }
 
     /// Withdraws routes of `peer`.
-    pub fn withdraw(&mut self, peer: PeerId, nlri: &[Nlri]) -> Result<ImportOutcome, RibError> {
+    pub fn withdraw(
+        &mut self,
+        peer: PeerId,
+        nlri: impl IntoIterator<Item = NlriEntry>,
+    ) -> Result<ImportOutcome, RibError> {
         self.core.peer_mut(peer)?;
         let mut out = ImportOutcome::default();
         for n in nlri {
-            let d = self.apply(n.prefix, Op::Remove(peer, n.path_id));
+            let d = self.apply(n.prefix, Op::Remove(peer, n.path_id.unwrap_or(0)));
             out.removed += d.removed;
             out.prefixes_changed += u32::from(d.changed);
         }
@@ -651,10 +659,46 @@ impl Rib {
         Ok(out)
     }
 
+    /// Applies a whole decoded UPDATE from `peer`: its withdrawals (with
+    /// RFC 7606 treat-as-withdraw already folded in by the codec), its
+    /// IPv4 NLRI with NEXT_HOP and its MP_REACH NLRI with that next hop.
+    /// Families other than IPv4/IPv6 unicast are ignored. On a 2-octet AS
+    /// session call [`PathAttributes::reconcile_as4`] on the attributes
+    /// first.
+    ///
+    /// [`PathAttributes::reconcile_as4`]: crate::wire::PathAttributes::reconcile_as4
+    pub fn apply_update(
+        &mut self,
+        peer: PeerId,
+        update: &Update,
+    ) -> Result<ImportOutcome, RibError> {
+        let carried = |f: Family| f == Family::IPV4_UNICAST || f == Family::IPV6_UNICAST;
+        let mut out = self.withdraw(
+            peer,
+            update
+                .withdrawn_entries()
+                .filter(|(f, _)| carried(*f))
+                .map(|(_, e)| e),
+        )?;
+        if update.treat_as_withdraw.is_some() {
+            return Ok(out);
+        }
+        if !update.nlri.is_empty() && carried(update.nlri.family()) {
+            let nh = update.attributes.next_hop.map(NextHop::V4);
+            let attrs = PathAttrs::from_wire(&update.attributes, nh);
+            merge(&mut out, self.announce(peer, attrs, update.nlri.iter())?);
+        }
+        if let Some(r) = update.mp_reach.as_ref().filter(|r| carried(r.family())) {
+            let attrs = PathAttrs::from_wire(&update.attributes, Some(r.next_hop));
+            merge(&mut out, self.announce(peer, attrs, r.nlri.iter())?);
+        }
+        Ok(out)
+    }
+
     fn apply(&mut self, prefix: Prefix, op: Op) -> Delta {
-        match prefix {
-            Prefix::V4(p) => change(&mut self.core, &mut self.v4, V4Key::from(p), op),
-            Prefix::V6(p) => change(&mut self.core, &mut self.v6, V6Key::from(p), op),
+        match Key::of(prefix) {
+            Key::V4(k) => change(&mut self.core, &mut self.v4, k, op),
+            Key::V6(k) => change(&mut self.core, &mut self.v6, k, op),
         }
     }
 
@@ -663,16 +707,13 @@ impl Rib {
     /// export). Re-originating replaces the attributes.
     pub fn originate(&mut self, prefix: Prefix, attrs: PathAttrs) -> ChangeSummary {
         let attrs = self.core.interner.intern(attrs);
-        let d = self.apply(
-            prefix,
-            Op::Upsert(Path::new(attrs, PeerId::LOCAL, PathId(0))),
-        );
+        let d = self.apply(prefix, Op::Upsert(Path::new(attrs, PeerId::LOCAL, 0)));
         summary(d)
     }
 
     /// Stops originating `prefix`.
     pub fn withdraw_local(&mut self, prefix: Prefix) -> ChangeSummary {
-        summary(self.apply(prefix, Op::Remove(PeerId::LOCAL, PathId(0))))
+        summary(self.apply(prefix, Op::Remove(PeerId::LOCAL, 0)))
     }
 
     /// The pending best-route changes, each prefix once in its latest
@@ -735,21 +776,13 @@ impl Rib {
             .collect()
     }
 
-    /// The UPDATEs to send to `peer` for everything that changed since the
-    /// last call, grouped by attribute set and cut to `max_message_len`
-    /// octets (4096, or 65535 with extended messages).
-    pub fn take_updates(
-        &mut self,
-        peer: PeerId,
-        max_message_len: usize,
-    ) -> Result<Vec<OutUpdate>, RibError> {
+    /// What to send to `peer` for everything that changed since the last
+    /// call, grouped by family and attribute set; encode each group with
+    /// [`OutUpdate::encode`].
+    pub fn take_updates(&mut self, peer: PeerId) -> Result<Vec<OutUpdate>, RibError> {
         let p = self.core.peer_mut(peer)?;
-        let mut out = build(Family::Ipv4, drain_out(&mut p.out.v4), max_message_len);
-        out.extend(build(
-            Family::Ipv6,
-            drain_out(&mut p.out.v6),
-            max_message_len,
-        ));
+        let mut out = build(Family::IPV4_UNICAST, drain_out(&mut p.out.v4));
+        out.extend(build(Family::IPV6_UNICAST, drain_out(&mut p.out.v6)));
         Ok(out)
     }
 
@@ -773,9 +806,9 @@ impl Rib {
     }
 
     fn with_entry<T>(&self, prefix: Prefix, f: impl FnOnce(&Entry) -> T) -> Option<T> {
-        match prefix {
-            Prefix::V4(p) => self.v4.table.get(&V4Key::from(p)).map(f),
-            Prefix::V6(p) => self.v6.table.get(&V6Key::from(p)).map(f),
+        match Key::of(prefix) {
+            Key::V4(k) => self.v4.table.get(&k).map(f),
+            Key::V6(k) => self.v6.table.get(&k).map(f),
         }
     }
 
@@ -783,9 +816,9 @@ impl Rib {
     /// `prefix`.
     pub fn advertised(&self, peer: PeerId, prefix: Prefix) -> Option<Arc<PathAttrs>> {
         let p = self.core.peer(peer)?;
-        let e = match prefix {
-            Prefix::V4(x) => p.out.v4.map.get(&V4Key::from(x)),
-            Prefix::V6(x) => p.out.v6.map.get(&V6Key::from(x)),
+        let e = match Key::of(prefix) {
+            Key::V4(k) => p.out.v4.map.get(&k),
+            Key::V6(k) => p.out.v6.map.get(&k),
         };
         e.and_then(|e| e.attrs.clone())
     }
@@ -823,11 +856,21 @@ impl Rib {
     /// The family tables' entry counts (for tests and memory accounting).
     #[doc(hidden)]
     pub fn table_len(&self, family: Family) -> usize {
-        match family {
-            Family::Ipv4 => V4Key::fam(self).table.len(),
-            Family::Ipv6 => V6Key::fam(self).table.len(),
+        if family.is_ipv6() {
+            V6Key::fam(self).table.len()
+        } else {
+            V4Key::fam(self).table.len()
         }
     }
+}
+
+fn merge(a: &mut ImportOutcome, b: ImportOutcome) {
+    a.accepted += b.accepted;
+    a.rejected += b.rejected;
+    a.removed += b.removed;
+    a.prefixes_changed += b.prefixes_changed;
+    a.dropped = a.dropped.or(b.dropped);
+    a.max_prefix = a.max_prefix.or(b.max_prefix);
 }
 
 fn mark(e: &mut Entry, peer: PeerId) -> u32 {
@@ -875,7 +918,7 @@ fn check_max_prefix(id: PeerId, p: &mut Peer, family: Option<Family>) -> Option<
     p.over_limit = true;
     Some(MaxPrefixExceeded {
         peer: id,
-        family: family.unwrap_or(Family::Ipv4),
+        family: family.unwrap_or(Family::IPV4_UNICAST),
         limit: mp.limit,
         count: p.routes,
         action: mp.action,

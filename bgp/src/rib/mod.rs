@@ -8,15 +8,15 @@
 //! ```text
 //! rib/
 //!   mod.rs            this map; configuration types, PeerId
-//!   prefix.rs         Prefix (Copy, host bits cleared), Nlri, PathId, packed table keys
-//!   attrs.rs          PathAttrs (decoded attributes), AsPath, communities, Interner (Arc hash-consing)
+//!   prefix.rs         packed per-family table keys for the codec's Prefix
+//!   attrs.rs          PathAttrs (the codec's attributes, normalised), Interner (Arc hash-consing)
 //!   import.rs         receipt checks: AS loop, first AS, own next hop, RR loops
 //!   policy.rs         Filter (prefix exact / ge-le, community matches, community setting), MaxPrefix
 //!   decision.rs       RFC 4271 §9.1.2.2 + RFC 4456 §9 decision process and the ECMP set
 //!   table.rs          per-prefix storage: candidate paths, selection first (the memory budget)
 //!   loc_rib.rs        Rib: the API below, per-family tables, change propagation
 //!   adj_out.rs        per-peer Adj-RIB-Out and the export rules (split horizon, RR, eBGP rewrites)
-//!   update_builder.rs grouping of Adj-RIB-Out changes into UPDATE-sized OutUpdates
+//!   update_builder.rs grouping of Adj-RIB-Out changes by attribute set; the codec's packer cuts messages
 //!   fib.rs            FibChange/FibPath: the coalesced best-route stream
 //! ```
 //!
@@ -61,10 +61,7 @@ mod table;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub use attrs::{
-    Aggregator, AsPath, Asn, Community, Interner, LargeCommunity, NextHop, Origin, PathAttrs,
-    RawAttribute, Segment, SegmentKind,
-};
+pub use attrs::{Interner, PathAttrs};
 pub use decision::{DecisionConfig, SourceKind};
 pub use fib::{FibChange, FibPath};
 pub use import::DropReason;
@@ -73,8 +70,9 @@ pub use policy::{
     Action, Filter, Match, MaxPrefix, MaxPrefixAction, MaxPrefixExceeded, PrefixMatch, Rule,
     Verdict,
 };
-pub use prefix::{Family, Ipv4Prefix, Ipv6Prefix, Nlri, PathId, Prefix, PrefixError};
 pub use update_builder::OutUpdate;
+
+use crate::wire::Asn;
 
 /// A handle to a configured peer, given by [`Rib::add_peer`].
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]

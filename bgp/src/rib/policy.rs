@@ -7,9 +7,10 @@
 //! and large communities (used on export; on import the RIB ignores them
 //! so that all NLRI of one UPDATE keep sharing one attribute set).
 
-use super::attrs::{Community, LargeCommunity, PathAttrs};
-use super::prefix::{Family, Prefix};
+use super::attrs::PathAttrs;
+use super::prefix::contains;
 use super::PeerId;
+use crate::wire::{CeaseSubcode, Community, Family, LargeCommunity, Notification, Prefix};
 
 /// What a rule or a filter's default does.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -41,13 +42,10 @@ impl PrefixMatch {
     /// `cidr` with `ge` defaulting to its length and `le` to the family
     /// maximum, as router configs spell "cidr le 32".
     pub fn within(cidr: Prefix, ge: Option<u8>, le: Option<u8>) -> Self {
-        let max = match cidr.family() {
-            Family::Ipv4 => 32,
-            Family::Ipv6 => 128,
-        };
+        let max = if cidr.is_ipv6() { 128 } else { 32 };
         PrefixMatch::Within {
             cidr,
-            ge: ge.unwrap_or(cidr.len()),
+            ge: ge.unwrap_or(cidr.prefix_len()),
             le: le.unwrap_or(max),
         }
     }
@@ -57,7 +55,7 @@ impl PrefixMatch {
         match *self {
             PrefixMatch::Exact(q) => p == q,
             PrefixMatch::Within { cidr, ge, le } => {
-                cidr.contains(p) && (ge..=le).contains(&p.len())
+                contains(cidr, p) && (ge..=le).contains(&p.prefix_len())
             }
         }
     }
@@ -239,25 +237,18 @@ pub struct MaxPrefixExceeded {
 }
 
 impl MaxPrefixExceeded {
-    /// NOTIFICATION error code Cease (RFC 4271 §4.5).
-    pub const CEASE: u8 = 6;
-    /// Cease subcode Maximum Number of Prefixes Reached (RFC 4486 §4).
-    pub const MAX_PREFIXES_REACHED: u8 = 1;
-
-    /// The NOTIFICATION (code, subcode, data) to send when the action is
-    /// Cease; data is AFI (2 octets), SAFI (1), upper bound (4), as
-    /// RFC 4486 §4 suggests.
-    pub fn notification(&self) -> Option<(u8, u8, [u8; 7])> {
+    /// The NOTIFICATION to send when the action is Cease: Cease / Maximum
+    /// Number of Prefixes Reached with AFI (2 octets), SAFI (1) and the
+    /// upper bound (4), as RFC 4486 §4 suggests.
+    pub fn notification(&self) -> Option<Notification> {
         if self.action != MaxPrefixAction::Cease {
             return None;
         }
-        let mut data = [0u8; 7];
-        let afi = self.family.afi().to_be_bytes();
-        let lim = self.limit.to_be_bytes();
-        data[..2].copy_from_slice(&afi);
-        data[2] = self.family.safi();
-        data[3..].copy_from_slice(&lim);
-        Some((Self::CEASE, Self::MAX_PREFIXES_REACHED, data))
+        let mut n = Notification::cease(CeaseSubcode::MaxPrefixesReached);
+        n.data = self.family.afi.0.to_be_bytes().to_vec();
+        n.data.push(self.family.safi.0);
+        n.data.extend_from_slice(&self.limit.to_be_bytes());
+        Some(n)
     }
 }
 
@@ -300,7 +291,7 @@ mod tests {
             ],
             default: Action::Reject,
         };
-        let a = PathAttrs::default();
+        let a = PathAttrs::local();
         assert_eq!(f.evaluate(p("10.0.0.0/24"), &a), Verdict::Reject);
         assert!(matches!(
             f.evaluate(p("10.0.1.0/24"), &a),
@@ -312,7 +303,11 @@ mod tests {
     #[test]
     fn community_and_large_community_match_and_set() {
         let c = Community::new(65000, 7);
-        let lc = LargeCommunity(65000, 1, 2);
+        let lc = LargeCommunity {
+            global_admin: 65000,
+            local1: 1,
+            local2: 2,
+        };
         let f = Filter {
             rules: vec![Rule {
                 matches: Match {
@@ -327,7 +322,7 @@ mod tests {
         };
         let mut a = PathAttrs {
             communities: vec![c],
-            ..PathAttrs::default()
+            ..PathAttrs::local()
         };
         assert_eq!(f.evaluate(p("10.0.0.0/8"), &a), Verdict::Reject);
         a.large_communities.push(lc);
@@ -341,7 +336,7 @@ mod tests {
             add_large_communities: vec![lc],
             ..Rule::default()
         };
-        let out = Filter::modify(Some(&set), &PathAttrs::default()).unwrap();
+        let out = Filter::modify(Some(&set), &PathAttrs::local()).unwrap();
         assert_eq!(out.communities, vec![Community::new(1, 2), c]);
         assert_eq!(out.large_communities, vec![lc]);
         assert_eq!(Filter::modify(None, &out), None);
@@ -351,12 +346,15 @@ mod tests {
     fn max_prefix_notification_data() {
         let e = MaxPrefixExceeded {
             peer: PeerId(0),
-            family: Family::Ipv6,
+            family: Family::IPV6_UNICAST,
             limit: 1000,
             count: 1001,
             action: MaxPrefixAction::Cease,
         };
-        assert_eq!(e.notification(), Some((6, 1, [0, 2, 1, 0, 0, 0x03, 0xe8])));
+        let n = e.notification().unwrap();
+        assert_eq!(n.code, crate::wire::ErrorCode::Cease);
+        assert_eq!(n.subcode, 1);
+        assert_eq!(n.data, vec![0, 2, 1, 0, 0, 0x03, 0xe8]);
         let w = MaxPrefixExceeded {
             action: MaxPrefixAction::Warn,
             ..e

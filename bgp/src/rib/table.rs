@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use super::attrs::PathAttrs;
-use super::prefix::PathId;
 use super::PeerId;
 
 /// Bit of [`Path::peer`] marking a graceful-restart stale route.
@@ -25,11 +24,11 @@ pub(crate) struct Path {
 }
 
 impl Path {
-    pub(crate) fn new(attrs: Arc<PathAttrs>, peer: PeerId, path_id: PathId) -> Self {
+    pub(crate) fn new(attrs: Arc<PathAttrs>, peer: PeerId, path_id: u32) -> Self {
         Path {
             attrs,
             peer: peer.0 & !STALE,
-            path_id: path_id.0,
+            path_id,
         }
     }
     pub(crate) fn peer(&self) -> PeerId {
@@ -41,8 +40,8 @@ impl Path {
     pub(crate) fn set_stale(&mut self) {
         self.peer |= STALE;
     }
-    pub(crate) fn path_id(&self) -> PathId {
-        PathId(self.path_id)
+    pub(crate) fn path_id(&self) -> u32 {
+        self.path_id
     }
 }
 
@@ -226,10 +225,10 @@ mod tests {
     #[test]
     fn upsert_remove_and_shrink_back_to_one() {
         let a = Arc::new(PathAttrs::default());
-        let mut e = Entry::new(Path::new(a.clone(), PeerId(1), PathId(0)));
-        assert!(!e.upsert(Path::new(a.clone(), PeerId(1), PathId(0))));
-        assert!(e.upsert(Path::new(a.clone(), PeerId(2), PathId(0))));
-        assert!(e.upsert(Path::new(a.clone(), PeerId(2), PathId(7))));
+        let mut e = Entry::new(Path::new(a.clone(), PeerId(1), 0));
+        assert!(!e.upsert(Path::new(a.clone(), PeerId(1), 0)));
+        assert!(e.upsert(Path::new(a.clone(), PeerId(2), 0)));
+        assert!(e.upsert(Path::new(a.clone(), PeerId(2), 7)));
         assert_eq!(e.as_slice().len(), 3);
         assert_eq!(e.remove_where(|p| p.peer() == PeerId(2)), 2);
         assert!(matches!(e.paths, Paths::One(_)));
@@ -238,7 +237,7 @@ mod tests {
         assert_eq!(e.as_slice()[0].peer(), PeerId(1));
         assert_eq!(e.remove_where(|p| p.is_stale()), 1);
         assert!(e.is_empty());
-        assert!(e.upsert(Path::new(a, PeerId(3), PathId(0))));
+        assert!(e.upsert(Path::new(a, PeerId(3), 0)));
         assert!(matches!(e.paths, Paths::One(_)));
     }
 }
