@@ -9,4 +9,5 @@
 
 pub mod rib;
 pub mod runtime;
+pub mod speaker;
 pub mod wire;
