@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use tortie_policy::model::{LocalWorkload, Snapshot};
+use tortie_policy::naming::host_interface_name;
 
 /// The label the API server puts on every namespace.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -342,6 +344,42 @@ impl Manifests {
     }
 }
 
+impl Manifests {
+    /// The policy compiler's input for one node: every namespace, pod and
+    /// NetworkPolicy, and as local workloads the pods scheduled on `node`
+    /// that are not host-network (their host-side veth named as the CNI
+    /// names it). `unknown_interfaces` is left to the caller, who can see
+    /// the node's links.
+    pub fn policy_snapshot(&self, node: &str) -> Snapshot {
+        let mut local: Vec<LocalWorkload> = self
+            .pods
+            .iter()
+            .filter(|p| {
+                let spec = p.spec.as_ref();
+                spec.and_then(|s| s.node_name.as_deref()) == Some(node)
+                    && !spec.and_then(|s| s.host_network).unwrap_or(false)
+            })
+            .filter_map(|p| {
+                let namespace = p.metadata.namespace.clone()?;
+                let pod = p.metadata.name.clone()?;
+                Some(LocalWorkload {
+                    interface: host_interface_name(&namespace, &pod),
+                    namespace,
+                    pod,
+                })
+            })
+            .collect();
+        local.sort();
+        Snapshot {
+            namespaces: self.namespaces.clone(),
+            pods: self.pods.clone(),
+            policies: self.network_policies.clone(),
+            local,
+            unknown_interfaces: Vec::new(),
+        }
+    }
+}
+
 fn require_name(meta: &ObjectMeta) -> Result<String, String> {
     match meta.name.as_deref() {
         Some(n) if !n.is_empty() => Ok(n.to_string()),
@@ -444,6 +482,27 @@ mod tests {
             errs[2].contains("duplicate object, first defined at m.yaml document 3"),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn snapshot_holds_the_nodes_non_host_network_pods_as_workloads() {
+        let pod = |name: &str, node: &str, host: bool| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\n\
+                 spec: {{nodeName: {node}, hostNetwork: {host}, containers: []}}\n---\n"
+            )
+        };
+        let m = load(&format!(
+            "{}{}{}",
+            pod("a", "n1", false),
+            pod("b", "n2", false),
+            pod("h", "n1", true)
+        ));
+        let snap = m.policy_snapshot("n1");
+        assert_eq!(snap.pods.len(), 3);
+        assert_eq!(snap.local.len(), 1);
+        assert_eq!(snap.local[0].pod, "a");
+        assert_eq!(snap.local[0].interface, host_interface_name("x", "a"));
     }
 
     #[test]
