@@ -104,7 +104,7 @@ bird_not_established() { ! bird_established "$1"; }
 bird_routes_from() {
     local n
     # One "N of M routes" line per table (master4, master6): add them up.
-    n=$(birdc_ show route protocol "$1" count |
+    n=$(timeout "$T" birdc -s "${CTL:-$WORK/bird.ctl}" show route protocol "$1" count |
         awk '/ of [0-9]+ routes/ { n += $1 } END { print n + 0 }')
     [[ "$n" == "$2" ]] || {
         echo "BIRD has $n routes from $1, waiting for $2" >"$WORK/last-wait.log"
@@ -447,7 +447,7 @@ EOF
         gobgp_ global rib add -a ipv4 "10.245.$i.0/24" nexthop 192.0.2.2 \
             med $((i % 3)) community "65000:$((i % 3)),no-export" \
             large-community "4200000002:$((i % 3)):3" \
-            rt "4200000002:$((i % 3))" >/dev/null
+            rt "65000:$((i % 3))" >/dev/null
     done
     for ((i = 1; i <= 15; i++)); do
         gobgp_ global rib add -a ipv6 "$(printf 'fd00:2:%x::/48' "$i")" \
@@ -633,6 +633,8 @@ EOF
     wait_for "BIRD 3 Established" 60 bird2_established reflector
     # Each client gets the other's 12 routes plus GoBGP's own one.
     wait_for "BIRD 1 has 13 routes from the reflector" 30 bird_routes_from reflector 13
+    CTL="$WORK/bird2.ctl" wait_for "BIRD 3 has 13 routes from the reflector" 30 \
+        bird_routes_from reflector 13
     log "ibgp-rr: shutdown"
     birdc_ disable reflector >/dev/null
     birdc2_ disable reflector >/dev/null
