@@ -7,6 +7,7 @@
 //! Adj-RIB-Out, pure), `speaker` (the pure multi-peer core) and `runtime`
 //! (the tokio shell: sockets, timers, TCP-MD5, GTSM).
 
+pub mod fsm;
 pub mod rib;
 pub mod runtime;
 pub mod speaker;
