@@ -84,7 +84,9 @@ pub(crate) fn append_chain(out: &mut String, name: &str, chain: &Chain) {
     }
 }
 
-/// One `-A` line, in iptables-save's spelling.
+/// One `-A` line, spelled exactly as `iptables-save` prints it (interfaces,
+/// then `-p`, then the other matches in order), so the kernel's dump can be
+/// compared with the desired rules line by line.
 pub fn render_rule(chain: &str, rule: &Rule) -> String {
     let mut s = format!("-A {chain}");
     for m in &rule.matches {
@@ -95,13 +97,23 @@ pub fn render_rule(chain: &str, rule: &Rule) -> String {
             Match::OutIface(i) => {
                 let _ = write!(s, " -o {i}");
             }
+            _ => {}
+        }
+    }
+    for m in &rule.matches {
+        if let Match::Proto { protocol, .. } = m {
+            let _ = write!(s, " -p {}", protocol.as_str());
+        }
+    }
+    for m in &rule.matches {
+        match m {
+            Match::InIface(_) | Match::OutIface(_) => {}
             Match::CtState(states) => {
                 let names: Vec<&str> = states.iter().map(|c| c.as_str()).collect();
                 let _ = write!(s, " -m conntrack --ctstate {}", names.join(","));
             }
             Match::Proto { protocol, ports } => {
                 let p = protocol.as_str();
-                let _ = write!(s, " -p {p}");
                 match ports {
                     Some((a, b)) if a == b => {
                         let _ = write!(s, " -m {p} --dport {a}");
@@ -178,7 +190,7 @@ fn comment(note: &Note) -> Option<String> {
         Note::UnknownInterface { interface: None } => {
             "unknown workload interface: fail closed".to_string()
         }
-        Note::HostToPod => "the pod's own node may always reach it".to_string(),
+        Note::HostToPod => "a node may always reach its own pods".to_string(),
         Note::Conntrack | Note::Plumbing => return None,
     };
     Some(sanitize_comment(&text))
