@@ -278,7 +278,8 @@ const MAX_ENTRY: usize = 4 + 1 + 16;
 
 /// Pack announcements of `routes` (all of `family`) sharing `attrs` into
 /// as few UPDATEs as fit the session's maximum message size, appending
-/// complete messages (headers included) to `out`. Returns how many.
+/// complete messages (headers included) to `out`. Returns how many; on
+/// error `out` is left as it was.
 ///
 /// IPv4 unicast with an IPv4 next hop uses the NEXT_HOP attribute and the
 /// plain NLRI field; every other case (IPv6, or IPv4 over an IPv6 next
@@ -286,6 +287,25 @@ const MAX_ENTRY: usize = 4 + 1 + 16;
 /// `attrs.next_hop`. Path ids are sent when the context says so for the
 /// family.
 pub fn pack_announcements<I>(
+    attrs: &PathAttributes,
+    family: Family,
+    next_hop: NextHop,
+    routes: I,
+    ctx: &SessionContext,
+    out: &mut Vec<u8>,
+) -> Result<usize, EncodeError>
+where
+    I: IntoIterator<Item = NlriEntry>,
+{
+    let initial = out.len();
+    let result = announce_into(attrs, family, next_hop, routes, ctx, out);
+    if result.is_err() {
+        out.truncate(initial);
+    }
+    result
+}
+
+fn announce_into<I>(
     attrs: &PathAttributes,
     family: Family,
     next_hop: NextHop,
@@ -364,9 +384,17 @@ where
         } else {
             None
         };
+        let before = out.len();
         while let Some(e) = routes.next_if(|e| out.len() - start + e.wire_len(add_path) <= max) {
             check_prefix(family, &e)?;
             e.encode(add_path, out);
+        }
+        if out.len() == before {
+            // Cannot happen given the MAX_ENTRY check; never loop forever.
+            out.truncate(start);
+            return Err(EncodeError::AttributesTooLarge {
+                length: attr_bytes.len(),
+            });
         }
         if let Some(at) = mp_len_at {
             patch_len16(out, at, "MP_REACH_NLRI")?;
@@ -379,10 +407,28 @@ where
 }
 
 /// Pack withdrawals of `routes` (all of `family`) into as few UPDATEs as
-/// fit, appending complete messages to `out`. Returns how many. IPv4
+/// fit, appending complete messages to `out`. Returns how many; on error
+/// `out` is left as it was. IPv4
 /// unicast uses the Withdrawn Routes field, other families
 /// MP_UNREACH_NLRI.
 pub fn pack_withdrawals<I>(
+    family: Family,
+    routes: I,
+    ctx: &SessionContext,
+    out: &mut Vec<u8>,
+) -> Result<usize, EncodeError>
+where
+    I: IntoIterator<Item = NlriEntry>,
+{
+    let initial = out.len();
+    let result = withdraw_into(family, routes, ctx, out);
+    if result.is_err() {
+        out.truncate(initial);
+    }
+    result
+}
+
+fn withdraw_into<I>(
     family: Family,
     routes: I,
     ctx: &SessionContext,
