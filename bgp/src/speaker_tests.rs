@@ -1,0 +1,1 @@
+//! Speaker core tests on a virtual clock.
