@@ -8,7 +8,12 @@
 //! Must never: add an address or a route in the machine's own namespace, or
 //! send traffic anywhere but loopback and the namespaces a test made.
 
+pub mod bgp_testpeer;
+pub mod bgp_util;
+pub mod bird;
+pub mod gobgp;
 pub mod podnet;
+pub mod tortie_bgp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,0 +1,502 @@
+//! Driver for tortie's standalone speaker, `tortie bgp --config FILE`
+//! (contract: notes/speaker-config.md), run inside a namespace.
+//!
+//! Owns: locating the `tortie` binary, the speaker's work directory
+//! (config, run dir with the status socket, state dir for graceful
+//! restart, log), reading `tortie status -o json --routes`, and the
+//! signals tests send (SIGHUP reload, SIGKILL, SIGSTOP).
+//!
+//! # Which binary
+//!
+//! `CARGO_BIN_EXE_tortie` only exists for the agent crate's own tests, so
+//! [`tortie_binary`] looks for it in this order: `$TORTIE_BIN`, then
+//! `tortie` next to the test executable's `deps/` directory (that is
+//! `target/debug/tortie` when the tests run from `target/debug/deps`). When
+//! none is there it runs `cargo build -p tortie --bin tortie` once (with a
+//! timeout). Building the agent from here rather than making it a
+//! dependency keeps the tests crate from linking the whole agent; run
+//! `cargo build -p tortie` before `cargo test` so the binary is current.
+//!
+//! Must never: stop the speaker other than by its PID, or wait without a
+//! deadline. `tortie status` talks to a socket file, so it runs in the
+//! machine's own namespace and touches no network.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use crate::bgp_util::{log_tail, spawn_logged, WorkDir, CLI_TIMEOUT};
+use crate::{kill_pid, run_with_timeout, wait_for, Daemon, Netns};
+
+/// Finds (or builds) the `tortie` binary; see the module docs.
+pub fn tortie_binary() -> Result<PathBuf> {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| find_or_build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(|e| anyhow!(e))
+}
+
+fn find_or_build() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TORTIE_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Ok(p);
+        }
+        bail!("TORTIE_BIN={} is not a file", p.display());
+    }
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    // target/debug/deps/bgp_x-HASH -> target/debug/tortie;
+    // target/debug/bgp_bench -> target/debug/tortie.
+    let mut candidates = Vec::new();
+    if let Some(dir) = exe.parent() {
+        candidates.push(dir.join("tortie"));
+        if let Some(up) = dir.parent() {
+            candidates.push(up.join("tortie"));
+        }
+    }
+    if let Some(p) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("tortie binary not found in {candidates:?}; running cargo build -p tortie");
+    run_with_timeout(
+        Command::new(cargo).args(["build", "-p", "tortie", "--bin", "tortie"]),
+        Duration::from_secs(900),
+    )
+    .context("building the tortie binary")?;
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("cargo build -p tortie produced no binary next to {exe:?}"))
+}
+
+/// A running `tortie bgp`.
+#[derive(Debug)]
+pub struct Tortie {
+    ns: String,
+    dir: WorkDir,
+    bin: PathBuf,
+    conf: PathBuf,
+    log: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+/// One peer of the status document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TortiePeer {
+    pub address: String,
+    pub asn: u64,
+    pub state: String,
+    pub prefixes_received: u64,
+    pub prefixes_accepted: u64,
+    pub prefixes_advertised: u64,
+    pub last_error: String,
+    pub uptime_seconds: u64,
+    pub raw: Value,
+}
+
+impl TortiePeer {
+    pub fn established(&self) -> bool {
+        self.state == "Established"
+    }
+}
+
+/// One path of a RIB entry (`rib[].paths[]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TortiePath {
+    pub peer: String,
+    pub next_hop: String,
+    pub as_path: Vec<u32>,
+    pub med: Option<u32>,
+    pub local_pref: Option<u32>,
+    pub communities: Vec<String>,
+    pub large_communities: Vec<String>,
+    pub best: bool,
+    /// `stale` when the status document shows it (graceful restart).
+    pub stale: Option<bool>,
+    pub raw: Value,
+}
+
+/// One prefix of the RIB (`rib[]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TortieRoute {
+    pub prefix: String,
+    pub paths: Vec<TortiePath>,
+}
+
+impl TortieRoute {
+    pub fn best(&self) -> impl Iterator<Item = &TortiePath> {
+        self.paths.iter().filter(|p| p.best)
+    }
+}
+
+/// The status document, as far as the tests read it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TortieStatus {
+    pub asn: u64,
+    pub router_id: String,
+    pub peers: Vec<TortiePeer>,
+    pub rib: Vec<TortieRoute>,
+    pub raw: Value,
+}
+
+impl TortieStatus {
+    pub fn peer(&self, addr: &str) -> Option<&TortiePeer> {
+        self.peers.iter().find(|p| p.address == addr)
+    }
+
+    pub fn route(&self, prefix: &str) -> Option<&TortieRoute> {
+        self.rib.iter().find(|r| r.prefix == prefix)
+    }
+
+    /// Paths learned from `peer`, over all prefixes.
+    pub fn paths_from(&self, peer: &str) -> usize {
+        self.rib
+            .iter()
+            .flat_map(|r| &r.paths)
+            .filter(|p| p.peer == peer)
+            .count()
+    }
+}
+
+impl Tortie {
+    /// Writes `config` (the YAML of notes/speaker-config.md) and starts
+    /// `tortie bgp` in `ns`; returns once the status socket answers.
+    pub fn start(ns: &Netns, config: &str) -> Result<Self> {
+        let bin = tortie_binary()?;
+        let dir = WorkDir::new("tortie")?;
+        let conf = dir.join("tortie.yaml");
+        std::fs::write(&conf, config).context("writing tortie.yaml")?;
+        std::fs::create_dir_all(dir.join("run")).context("creating run dir")?;
+        std::fs::create_dir_all(dir.join("state")).context("creating state dir")?;
+        let mut t = Self {
+            ns: ns.name().to_string(),
+            log: dir.join("tortie.log"),
+            conf,
+            bin,
+            dir,
+            daemon: None,
+        };
+        t.launch(ns)?;
+        Ok(t)
+    }
+
+    fn launch(&mut self, ns: &Netns) -> Result<()> {
+        let bin = self.bin.display().to_string();
+        let conf = self.conf.display().to_string();
+        let run = self.run_dir().display().to_string();
+        let state = self.dir.join("state").display().to_string();
+        let _ = std::fs::remove_file(self.run_dir().join("agent.sock"));
+        let daemon = spawn_logged(
+            ns,
+            &bin,
+            &[
+                "bgp",
+                "--config",
+                &conf,
+                "--run-dir",
+                &run,
+                "--state-dir",
+                &state,
+            ],
+            &self.log,
+        )?;
+        self.daemon = Some(daemon);
+        let res = wait_for("tortie status socket", Duration::from_secs(15), || {
+            if !self.daemon.as_mut().is_some_and(Daemon::is_running) {
+                return Some(Err(anyhow!("tortie bgp exited")));
+            }
+            self.status().ok().map(|_| Ok(()))
+        });
+        match res {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) | Err(e) => Err(e.context(format!(
+                "tortie bgp did not start:\n{}",
+                log_tail(&self.log, 30)
+            ))),
+        }
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.conf
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().map_or(0, Daemon::pid)
+    }
+
+    pub fn netns(&self) -> &str {
+        &self.ns
+    }
+
+    pub fn signal(&self, sig: i32) {
+        if let Some(d) = &self.daemon {
+            kill_pid(d.pid(), sig);
+        }
+    }
+
+    /// Rewrites the config and sends SIGHUP (reload without restart).
+    pub fn reload(&self, config: &str) -> Result<()> {
+        std::fs::write(&self.conf, config).context("writing tortie.yaml")?;
+        self.signal(libc::SIGHUP);
+        Ok(())
+    }
+
+    /// Replaces the config file without signalling (for a restart).
+    pub fn write_config(&self, config: &str) -> Result<()> {
+        std::fs::write(&self.conf, config).context("writing tortie.yaml")
+    }
+
+    /// SIGKILL by PID, waiting until the process is gone: sessions drop
+    /// without a NOTIFICATION, as in a crash.
+    pub fn kill(&mut self) {
+        self.signal(libc::SIGKILL);
+        if let Some(mut d) = self.daemon.take() {
+            let _ = wait_for("tortie exit", Duration::from_secs(5), || {
+                (!d.is_running()).then_some(())
+            });
+            d.stop();
+        }
+    }
+
+    /// SIGTERM (Cease NOTIFICATIONs), then SIGKILL after a grace period.
+    pub fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+    }
+
+    /// Starts the speaker again with the same work directory (and so the
+    /// same graceful-restart state dir).
+    pub fn restart(&mut self, ns: &Netns) -> Result<()> {
+        self.stop();
+        self.launch(ns)
+    }
+
+    /// `tortie status --run-dir DIR -o json --routes`.
+    pub fn status(&self) -> Result<TortieStatus> {
+        let run = self.run_dir().display().to_string();
+        let out = run_with_timeout(
+            Command::new(&self.bin).args(["status", "--run-dir", &run, "-o", "json", "--routes"]),
+            CLI_TIMEOUT,
+        )?;
+        let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "tortie status: not JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })?;
+        Ok(parse_status(&v))
+    }
+
+    pub fn peer(&self, addr: &str) -> Result<TortiePeer> {
+        self.status()?
+            .peer(addr)
+            .cloned()
+            .ok_or_else(|| anyhow!("tortie has no peer {addr}"))
+    }
+
+    pub fn wait_established(&self, addr: &str, timeout: Duration) -> Result<TortiePeer> {
+        wait_for(&format!("tortie peer {addr} Established"), timeout, || {
+            self.peer(addr).ok().filter(TortiePeer::established)
+        })
+        .with_context(|| self.describe())
+    }
+
+    /// Waits until `cond` holds on a status document; returns it.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&TortieStatus) -> bool,
+    ) -> Result<TortieStatus> {
+        wait_for(what, timeout, || self.status().ok().filter(|s| cond(s)))
+            .with_context(|| self.describe())
+    }
+
+    /// Status and log tail, for failure messages.
+    pub fn describe(&self) -> String {
+        let st = match self.status() {
+            Ok(s) => serde_json::to_string_pretty(&s.raw).unwrap_or_default(),
+            Err(e) => format!("{e:#}"),
+        };
+        format!(
+            "tortie status: {st}\ntortie log:\n{}",
+            log_tail(&self.log, 30)
+        )
+    }
+}
+
+impl Drop for Tortie {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        self.stop();
+    }
+}
+
+fn str_of(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn u64_of(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn opt_u32(v: &Value, k: &str) -> Option<u32> {
+    v.get(k)
+        .and_then(Value::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+}
+
+/// An AS path given as `[65001, 65002]`, `"65001 65002"` or
+/// `[{"asns": [..]}]` segments.
+fn as_path_of(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::String(s)) => s
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter_map(|a| a.trim_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .flat_map(|x| match x {
+                Value::Number(n) => n
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+                Value::Object(_) => as_path_of(x.get("asns")),
+                _ => Vec::new(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn strings_of(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|s| match s {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
+
+/// Parses the status document (camelCase, notes/speaker-config.md).
+pub fn parse_status(v: &Value) -> TortieStatus {
+    let peers = v
+        .get("peers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| TortiePeer {
+            address: str_of(p, "address"),
+            asn: u64_of(p, "asn"),
+            state: str_of(p, "state"),
+            prefixes_received: u64_of(p, "prefixesReceived"),
+            prefixes_accepted: u64_of(p, "prefixesAccepted"),
+            prefixes_advertised: u64_of(p, "prefixesAdvertised"),
+            last_error: str_of(p, "lastError"),
+            uptime_seconds: u64_of(p, "uptimeSeconds"),
+            raw: p.clone(),
+        })
+        .collect();
+    let rib = v
+        .get("rib")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|r| TortieRoute {
+            prefix: str_of(r, "prefix"),
+            paths: r
+                .get("paths")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|p| TortiePath {
+                    peer: str_of(p, "peer"),
+                    next_hop: str_of(p, "nextHop"),
+                    as_path: as_path_of(p.get("asPath")),
+                    med: opt_u32(p, "med"),
+                    local_pref: opt_u32(p, "localPref"),
+                    communities: strings_of(p.get("communities")),
+                    large_communities: strings_of(p.get("largeCommunities")),
+                    best: p.get("best").and_then(Value::as_bool).unwrap_or(false),
+                    stale: p.get("stale").and_then(Value::as_bool),
+                    raw: p.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    TortieStatus {
+        asn: u64_of(v, "asn"),
+        router_id: str_of(v, "routerId"),
+        peers,
+        rib,
+        raw: v.clone(),
+    }
+}
+
+/// A minimal speaker config: AS, router id, fast timers; `peers` and
+/// `originate` are YAML list items (already indented by two spaces).
+pub fn config(asn: u32, router_id: &str, originate: &str, peers: &str) -> String {
+    let originate = if originate.trim().is_empty() {
+        "originate: []\n".to_string()
+    } else {
+        format!("originate:\n{originate}")
+    };
+    let peers = if peers.trim().is_empty() {
+        "peers: []\n".to_string()
+    } else {
+        format!("peers:\n{peers}")
+    };
+    format!(
+        "asNumber: {asn}\nrouterId: {router_id}\nholdTime: 9\nkeepaliveTime: 3\nlogNeighborChanges: true\n{originate}{peers}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_status() -> Result<()> {
+        let v: Value = serde_json::from_str(
+            r#"{"node":"n","asn":4200000001,"routerId":"192.0.2.11",
+                "peers":[{"address":"192.0.2.1","asn":65001,"state":"Established","prefixesReceived":3,"prefixesAccepted":2,"prefixesAdvertised":1,"lastError":"","uptimeSeconds":5}],
+                "rib":[{"prefix":"10.0.0.0/24","paths":[
+                    {"peer":"192.0.2.1","nextHop":"192.0.2.1","asPath":[65001,4200000009],"med":5,"localPref":100,"communities":["65000:1"],"largeCommunities":["1:2:3"],"best":true},
+                    {"peer":"192.0.2.2","nextHop":"192.0.2.2","asPath":"65002 65003","best":false,"stale":true}]}]}"#,
+        )?;
+        let s = parse_status(&v);
+        assert_eq!(s.asn, 4_200_000_001);
+        let p = s.peer("192.0.2.1").ok_or_else(|| anyhow!("peer"))?;
+        assert!(p.established());
+        assert_eq!(p.prefixes_accepted, 2);
+        let r = s.route("10.0.0.0/24").ok_or_else(|| anyhow!("route"))?;
+        assert_eq!(r.paths[0].as_path, vec![65001, 4_200_000_009]);
+        assert_eq!(r.paths[0].communities, vec!["65000:1"]);
+        assert_eq!(r.paths[1].as_path, vec![65002, 65003]);
+        assert_eq!(r.paths[1].stale, Some(true));
+        assert_eq!(r.best().count(), 1);
+        assert_eq!(s.paths_from("192.0.2.2"), 1);
+        Ok(())
+    }
+}
