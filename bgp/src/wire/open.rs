@@ -90,6 +90,8 @@ const PARAM_EXTENDED_LENGTH: u8 = 255;
 /// has a 2-octet length. Both forms decode; [`Open::encode_body`] uses the
 /// extended form only when the parameters exceed 255 octets.
 ///
+/// Capabilities may come one per parameter or many in one; both decode.
+///
 /// All capabilities from all Capabilities parameters are flattened into
 /// [`Open::capabilities`], in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -282,9 +284,9 @@ impl Open {
 
     /// Append the body (after the header).
     ///
-    /// Each capability goes in its own Capabilities parameter, the form
-    /// every implementation accepts; if that exceeds 255 octets, all
-    /// capabilities go in one parameter in the RFC 9072 extended form.
+    /// All capabilities go in one Capabilities parameter, as BIRD and
+    /// GoBGP send them; when that exceeds 255 octets, the parameter uses
+    /// the RFC 9072 extended form.
     pub fn encode_body(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.push(self.version);
         out.extend_from_slice(&self.my_as.to_be_bytes());
@@ -301,12 +303,13 @@ impl Open {
             }
             caps_len += 2 + len;
         }
-        let classic_len = caps_len + 2 * self.capabilities.len();
-        if classic_len <= 255 {
-            out.push(u8::try_from(classic_len).unwrap_or(u8::MAX));
+        if self.capabilities.is_empty() {
+            out.push(0);
+        } else if caps_len + 2 <= 255 {
+            out.push(u8::try_from(caps_len + 2).unwrap_or(u8::MAX));
+            out.push(PARAM_CAPABILITIES);
+            out.push(u8::try_from(caps_len).unwrap_or(u8::MAX));
             for c in &self.capabilities {
-                out.push(PARAM_CAPABILITIES);
-                out.push(u8::try_from(2 + c.value_len()).unwrap_or(u8::MAX));
                 Self::encode_capability(c, out);
             }
         } else {
