@@ -73,10 +73,11 @@ fn nlri_set(family: Family, ctx: SessionContext, max: usize) -> impl Strategy<Va
 }
 
 fn asn(four: bool) -> BoxedStrategy<Asn> {
+    // AS 0 is malformed on the wire (RFC 7607).
     if four {
-        any::<u32>().prop_map(Asn).boxed()
+        (1u32..).prop_map(Asn).boxed()
     } else {
-        any::<u16>().prop_map(|a| Asn(u32::from(a))).boxed()
+        (1u16..).prop_map(|a| Asn(u32::from(a))).boxed()
     }
 }
 

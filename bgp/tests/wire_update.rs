@@ -906,3 +906,25 @@ fn prefix_type() {
     assert_eq!(Prefix::from(net), p("2001:db8::/32"));
     assert!(std::mem::size_of::<NlriEntry>() <= 28);
 }
+
+#[test]
+fn as_zero_is_malformed() {
+    // AS_PATH SEQ 0: treat-as-withdraw (RFC 7607 §2).
+    let attrs = [
+        0x40, 1, 1, 0, //
+        0x40, 2, 6, 2, 1, 0, 0, 0, 0, //
+        0x40, 3, 4, 192, 0, 2, 1,
+    ];
+    let u = decode(&update_bytes(&[], &attrs, &[24, 10, 1, 2]), &four());
+    assert_eq!(
+        u.treat_as_withdraw.map(|f| (f.type_code, f.issue)),
+        Some((2, AttributeIssue::Value))
+    );
+    // AGGREGATOR AS 0: discarded.
+    let mut attrs = MANDATORY_4.to_vec();
+    attrs.extend_from_slice(&[0xc0, 7, 8, 0, 0, 0, 0, 192, 0, 2, 9]);
+    let u = decode(&update_bytes(&[], &attrs, &[24, 10, 1, 2]), &four());
+    assert_eq!(u.treat_as_withdraw, None);
+    assert_eq!(u.attributes.aggregator, None);
+    assert_eq!(u.discarded[0].type_code, 7);
+}

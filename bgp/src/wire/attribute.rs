@@ -13,20 +13,20 @@
 //! | code | attribute          | malformed ->        | notes |
 //! |------|--------------------|---------------------|-------|
 //! | 1    | ORIGIN             | treat-as-withdraw   | length != 1, value > 2 (§7.1) |
-//! | 2    | AS_PATH            | treat-as-withdraw   | zero-length or unknown segment, overrun (§7.2) |
+//! | 2    | AS_PATH            | treat-as-withdraw   | zero-length or unknown segment, overrun (§7.2), AS 0 (RFC 7607) |
 //! | 3    | NEXT_HOP           | treat-as-withdraw   | length != 4 (§7.3) |
 //! | 4    | MULTI_EXIT_DISC    | treat-as-withdraw   | length != 4 (§7.4) |
 //! | 5    | LOCAL_PREF         | treat-as-withdraw   | length != 4 (§7.5) |
 //! | 6    | ATOMIC_AGGREGATE   | attribute discard   | length != 0 (§7.6) |
-//! | 7    | AGGREGATOR         | attribute discard   | length != 6 / 8 by AS size (§7.7) |
+//! | 7    | AGGREGATOR         | attribute discard   | length != 6 / 8 by AS size (§7.7), AS 0 (RFC 7607) |
 //! | 8    | COMMUNITIES        | treat-as-withdraw   | not a non-zero multiple of 4 (§7.8) |
 //! | 9    | ORIGINATOR_ID      | treat-as-withdraw   | length != 4 (§7.9) |
 //! | 10   | CLUSTER_LIST       | treat-as-withdraw   | not a non-zero multiple of 4 (§7.10) |
 //! | 14   | MP_REACH_NLRI      | session reset       | any error, unknown AFI/SAFI, bad next-hop length (§7.11) |
 //! | 15   | MP_UNREACH_NLRI    | session reset       | as MP_REACH (§7.12) |
 //! | 16   | EXTENDED_COMMUNITIES | treat-as-withdraw | not a non-zero multiple of 8 (§7.14) |
-//! | 17   | AS4_PATH           | attribute discard   | RFC 6793 §6; also confed segments in it |
-//! | 18   | AS4_AGGREGATOR     | attribute discard   | RFC 6793 §6; length != 8 |
+//! | 17   | AS4_PATH           | attribute discard   | RFC 6793 §6; confed segments in it, AS 0 |
+//! | 18   | AS4_AGGREGATOR     | attribute discard   | RFC 6793 §6; length != 8, AS 0 |
 //! | 32   | LARGE_COMMUNITIES  | treat-as-withdraw   | RFC 8092 §6: not a non-zero multiple of 12 |
 //!
 //! Other rules:
@@ -796,7 +796,16 @@ fn decode_as_path(mut v: &[u8], four_octet: bool) -> Result<AsPath, AttributeIss
     Ok(AsPath { segments })
 }
 
+/// AGGREGATOR / AS4_AGGREGATOR; AS 0 is malformed (RFC 7607 §2).
 fn decode_aggregator(value: &[u8], four_octet: bool) -> Result<Aggregator, AttributeIssue> {
+    let agg = decode_aggregator_fields(value, four_octet)?;
+    if agg.asn == Asn(0) {
+        return Err(AttributeIssue::Value);
+    }
+    Ok(agg)
+}
+
+fn decode_aggregator_fields(value: &[u8], four_octet: bool) -> Result<Aggregator, AttributeIssue> {
     if four_octet {
         let b = exact::<8>(value)?;
         let [a0, a1, a2, a3, i0, i1, i2, i3] = b;
@@ -859,7 +868,14 @@ fn decode_one(
             let [v] = exact::<1>(value)?;
             a.origin = Some(Origin::from_u8(v).ok_or(AttributeIssue::Value)?);
         }
-        tc::AS_PATH => a.as_path = Some(decode_as_path(value, ctx.four_octet_as)?),
+        tc::AS_PATH => {
+            let p = decode_as_path(value, ctx.four_octet_as)?;
+            // RFC 7607 §2: AS 0 in AS_PATH makes it malformed.
+            if p.contains(Asn(0)) {
+                return Err(AttributeIssue::Value.into());
+            }
+            a.as_path = Some(p);
+        }
         tc::NEXT_HOP => a.next_hop = Some(Ipv4Addr::from(exact::<4>(value)?)),
         tc::MULTI_EXIT_DISC => a.multi_exit_disc = Some(u32::from_be_bytes(exact::<4>(value)?)),
         tc::LOCAL_PREF => a.local_pref = Some(u32::from_be_bytes(exact::<4>(value)?)),
@@ -898,7 +914,7 @@ fn decode_one(
         }
         tc::AS4_PATH => {
             let p = decode_as_path(value, true)?;
-            if p.segments.iter().any(|s| s.kind.is_confed()) {
+            if p.segments.iter().any(|s| s.kind.is_confed()) || p.contains(Asn(0)) {
                 return Err(AttributeIssue::Value.into());
             }
             a.as4_path = Some(p);
