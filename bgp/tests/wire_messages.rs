@@ -193,6 +193,13 @@ fn open_with_capabilities_decodes() {
             },
         ]
     );
+    assert_eq!(
+        open.multiprotocol_families(),
+        vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+    );
+    assert_eq!(open.graceful_restart().map(|g| g.restart_time), Some(120));
+    assert_eq!(open.capability(70), Some(&Capability::EnhancedRouteRefresh));
+    assert_eq!(open.capability(71), None);
     // Unknown capabilities re-encode unchanged. We send all capabilities
     // in one parameter (as BIRD and GoBGP do), so the bytes differ from
     // this one-parameter-per-capability input, but decode the same.

@@ -170,6 +170,31 @@ impl Open {
             .unwrap_or(Asn(u32::from(self.my_as)))
     }
 
+    /// The first capability with this code (see [`super::capability::code`]).
+    pub fn capability(&self, code: u8) -> Option<&Capability> {
+        self.capabilities.iter().find(|c| c.code() == code)
+    }
+
+    /// The families announced with the multiprotocol capability, in order.
+    /// RFC 4760 §8: a speaker that sends none supports IPv4 unicast only.
+    pub fn multiprotocol_families(&self) -> Vec<super::context::Family> {
+        self.capabilities
+            .iter()
+            .filter_map(|c| match c {
+                Capability::Multiprotocol(f) => Some(*f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The graceful restart capability, if sent.
+    pub fn graceful_restart(&self) -> Option<&super::capability::GracefulRestart> {
+        self.capabilities.iter().find_map(|c| match c {
+            Capability::GracefulRestart(gr) => Some(gr),
+            _ => None,
+        })
+    }
+
     /// Decode an OPEN body (after the header), checking RFC 4271 §6.2:
     /// version 4, hold time 0 or >= 3, BGP Identifier not 0.0.0.0, My AS
     /// not 0 (RFC 7607), only Capabilities parameters.
