@@ -928,3 +928,34 @@ fn as_zero_is_malformed() {
     assert_eq!(u.attributes.aggregator, None);
     assert_eq!(u.discarded[0].type_code, 7);
 }
+
+#[test]
+fn mp_reach_is_encoded_first() {
+    // RFC 7606 §5.1: MP_REACH_NLRI first (2-octet length, as BIRD sends
+    // it), then the other attributes in ascending order.
+    let u = Update {
+        attributes: PathAttributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::default()),
+            local_pref: Some(100),
+            ..PathAttributes::default()
+        },
+        mp_reach: Some(MpReach {
+            next_hop: NextHop::V6 {
+                global: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
+                link_local: None,
+            },
+            nlri: NlriSet::from_prefixes(Family::IPV6_UNICAST, [p("fd00::/64")]).expect("v6"),
+        }),
+        ..Update::default()
+    };
+    let bytes = Message::Update(u.clone()).encode(&four()).expect("encodes");
+    // header (19), withdrawn length (2), attribute length (2), then:
+    assert_eq!(&bytes[23..25], &[0x90, 14]);
+    let origin_at = bytes
+        .windows(4)
+        .position(|w| w == [0x40, 1, 1, 0])
+        .expect("ORIGIN");
+    assert!(origin_at > 25);
+    assert_eq!(decode(&bytes, &four()), u);
+}

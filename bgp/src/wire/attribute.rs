@@ -1080,11 +1080,24 @@ fn write_attr<F>(out: &mut Vec<u8>, attr_flags: u8, code: u8, value: F) -> Resul
 where
     F: FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
 {
+    write_attr_with(out, attr_flags, code, true, value)
+}
+
+fn write_attr_with<F>(
+    out: &mut Vec<u8>,
+    attr_flags: u8,
+    code: u8,
+    compact: bool,
+    value: F,
+) -> Result<(), EncodeError>
+where
+    F: FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+{
     let start = out.len();
     out.extend_from_slice(&[attr_flags | flags::EXTENDED_LENGTH, code, 0, 0]);
     value(out)?;
     let len = out.len() - start - 4;
-    if len <= 255 {
+    if compact && len <= 255 {
         if let Some(f) = out.get_mut(start) {
             *f = attr_flags & !flags::EXTENDED_LENGTH;
         }
@@ -1136,14 +1149,16 @@ const WK: u8 = flags::TRANSITIVE;
 const OPT_T: u8 = flags::OPTIONAL | flags::TRANSITIVE;
 const OPT_NT: u8 = flags::OPTIONAL;
 
-/// Append the MP_REACH_NLRI attribute.
+/// Append the MP_REACH_NLRI attribute, always with a 2-octet length as
+/// BIRD sends it (and as the packer must, since it grows the NLRI in
+/// place).
 pub(crate) fn encode_mp_reach(
     r: &MpReach,
     ctx: &SessionContext,
     out: &mut Vec<u8>,
 ) -> Result<(), EncodeError> {
     let family = r.family();
-    write_attr(out, OPT_NT, tc::MP_REACH_NLRI, |o| {
+    write_attr_with(out, OPT_NT, tc::MP_REACH_NLRI, false, |o| {
         o.extend_from_slice(&family.afi.0.to_be_bytes());
         o.push(family.safi.0);
         o.push(r.next_hop.wire_len() as u8);
@@ -1154,7 +1169,8 @@ pub(crate) fn encode_mp_reach(
     })
 }
 
-/// Append the MP_UNREACH_NLRI attribute.
+/// Append the MP_UNREACH_NLRI attribute (1-octet length when it fits, as
+/// BIRD does; the packer uses the 2-octet form to grow it in place).
 pub(crate) fn encode_mp_unreach(
     u: &MpUnreach,
     ctx: &SessionContext,
@@ -1175,8 +1191,9 @@ pub(crate) fn mp_reach_overhead(next_hop: &NextHop) -> usize {
     4 + 2 + 1 + 1 + next_hop.wire_len() + 1
 }
 
-/// Append all path attributes in ascending type order (RFC 4271 §5),
-/// MP_REACH / MP_UNREACH among them, unknown ones at their place.
+/// Append all path attributes: MP_REACH_NLRI and MP_UNREACH_NLRI first
+/// (RFC 7606 §5.1), then the others in ascending type order (RFC 4271
+/// §5), unknown ones at their place.
 ///
 /// On a 2-octet session, ASes that need four octets are sent as AS_TRANS
 /// and, unless the caller supplied them, AS4_PATH / AS4_AGGREGATOR are
@@ -1202,6 +1219,14 @@ pub(crate) fn encode_attributes(
         Ok(())
     };
 
+    // RFC 7606 §5.1: MP_REACH_NLRI / MP_UNREACH_NLRI go first, so a
+    // receiver can still find the NLRI when a later attribute is broken.
+    if let Some(r) = mp_reach {
+        encode_mp_reach(r, ctx, out)?;
+    }
+    if let Some(u) = mp_unreach {
+        encode_mp_unreach(u, ctx, out)?;
+    }
     flush(u16::from(tc::ORIGIN), out)?;
     if let Some(o) = a.origin {
         write_attr(out, WK, tc::ORIGIN, |b| {
@@ -1272,14 +1297,6 @@ pub(crate) fn encode_attributes(
             }
             Ok(())
         })?;
-    }
-    flush(u16::from(tc::MP_REACH_NLRI), out)?;
-    if let Some(r) = mp_reach {
-        encode_mp_reach(r, ctx, out)?;
-    }
-    flush(u16::from(tc::MP_UNREACH_NLRI), out)?;
-    if let Some(u) = mp_unreach {
-        encode_mp_unreach(u, ctx, out)?;
     }
     flush(u16::from(tc::EXTENDED_COMMUNITIES), out)?;
     if !a.extended_communities.is_empty() {

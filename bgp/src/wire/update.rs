@@ -349,10 +349,13 @@ where
         out.extend_from_slice(&[0, 0]);
         let attr_len_at = out.len();
         out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&attr_bytes);
         if plain.is_some() {
+            out.extend_from_slice(&attr_bytes);
             patch_len16(out, attr_len_at, "path attributes")?;
         }
+        // RFC 7606 §5.1: MP_REACH_NLRI first; the other attributes follow
+        // the NLRI, so their size is reserved while filling.
+        let reserve = if plain.is_some() { 0 } else { attr_bytes.len() };
         let mp_len_at = if plain.is_none() {
             out.extend_from_slice(&[
                 attribute::flags::OPTIONAL | attribute::flags::EXTENDED_LENGTH,
@@ -385,7 +388,9 @@ where
             None
         };
         let before = out.len();
-        while let Some(e) = routes.next_if(|e| out.len() - start + e.wire_len(add_path) <= max) {
+        while let Some(e) =
+            routes.next_if(|e| out.len() - start + e.wire_len(add_path) + reserve <= max)
+        {
             check_prefix(family, &e)?;
             e.encode(add_path, out);
         }
@@ -398,6 +403,7 @@ where
         }
         if let Some(at) = mp_len_at {
             patch_len16(out, at, "MP_REACH_NLRI")?;
+            out.extend_from_slice(&attr_bytes);
             patch_len16(out, attr_len_at, "path attributes")?;
         }
         finish_message(out, start);
