@@ -927,3 +927,183 @@ fn names_in_the_ruleset_fit_the_kernel_limits() {
         );
     }
 }
+
+mod properties {
+    //! Whatever the policies say, the compiler neither panics nor emits a
+    //! ruleset that references a chain or set it does not define.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn selector() -> impl Strategy<Value = serde_json::Value> {
+        let labels = proptest::collection::btree_map(
+            prop_oneof![Just("app"), Just("tier"), Just("bad key!")],
+            prop_oneof![Just("web"), Just("db"), Just("client"), Just("")],
+            0..2,
+        );
+        let expr = (
+            prop_oneof![Just("app"), Just("env")],
+            prop_oneof![
+                Just("In"),
+                Just("NotIn"),
+                Just("Exists"),
+                Just("DoesNotExist"),
+                Just("Near")
+            ],
+            proptest::option::of(proptest::collection::vec(
+                prop_oneof![Just("web"), Just("prod"), Just("dev")],
+                0..3,
+            )),
+        )
+            .prop_map(|(k, op, vs)| json!({"key": k, "operator": op, "values": vs}));
+        (labels, proptest::collection::vec(expr, 0..2))
+            .prop_map(|(l, e)| json!({"matchLabels": l, "matchExpressions": e}))
+    }
+
+    fn peer() -> impl Strategy<Value = serde_json::Value> {
+        let cidr = prop_oneof![
+            Just("198.51.100.0/24"),
+            Just("0.0.0.0/0"),
+            Just("10.244.0.0/16"),
+            Just("fd00::/8"),
+            Just("::/0"),
+            Just("10.0.0.300/8"),
+            Just("10.0.0.1")
+        ];
+        let except = proptest::collection::vec(
+            prop_oneof![
+                Just("198.51.100.0/28"),
+                Just("10.244.0.10/32"),
+                Just("fd00::10/128"),
+                Just("11.0.0.0/8")
+            ],
+            0..2,
+        );
+        prop_oneof![
+            selector().prop_map(|s| json!({"podSelector": s})),
+            selector().prop_map(|s| json!({"namespaceSelector": s})),
+            (selector(), selector())
+                .prop_map(|(n, p)| json!({"namespaceSelector": n, "podSelector": p})),
+            (cidr, except).prop_map(|(c, e)| json!({"ipBlock": {"cidr": c, "except": e}})),
+            Just(json!({})),
+        ]
+    }
+
+    fn port() -> impl Strategy<Value = serde_json::Value> {
+        let p = prop_oneof![
+            (0i64..70000).prop_map(|n| json!(n)),
+            Just(json!("http")),
+            Just(json!("Bad Name")),
+            Just(json!(null)),
+        ];
+        let proto = prop_oneof![
+            Just(json!("TCP")),
+            Just(json!("UDP")),
+            Just(json!("SCTP")),
+            Just(json!("ICMP")),
+            Just(json!(null))
+        ];
+        let end = prop_oneof![Just(json!(null)), (0i64..70000).prop_map(|n| json!(n))];
+        (p, proto, end)
+            .prop_map(|(p, proto, end)| json!({"port": p, "protocol": proto, "endPort": end}))
+    }
+
+    fn rule(key: &'static str) -> impl Strategy<Value = serde_json::Value> {
+        (
+            proptest::option::of(proptest::collection::vec(peer(), 0..3)),
+            proptest::option::of(proptest::collection::vec(port(), 0..3)),
+        )
+            .prop_map(move |(peers, ports)| {
+                let mut r = serde_json::Map::new();
+                if let Some(p) = peers {
+                    r.insert(key.into(), json!(p));
+                }
+                if let Some(p) = ports {
+                    r.insert("ports".into(), json!(p));
+                }
+                serde_json::Value::Object(r)
+            })
+    }
+
+    fn spec() -> impl Strategy<Value = serde_json::Value> {
+        (
+            selector(),
+            proptest::option::of(proptest::collection::vec(rule("from"), 0..3)),
+            proptest::option::of(proptest::collection::vec(rule("to"), 0..3)),
+            proptest::option::of(proptest::collection::vec(
+                prop_oneof![Just("Ingress"), Just("Egress")],
+                0..3,
+            )),
+        )
+            .prop_map(|(sel, ing, eg, types)| {
+                let mut s = serde_json::Map::new();
+                s.insert("podSelector".into(), sel);
+                if let Some(i) = ing {
+                    s.insert("ingress".into(), json!(i));
+                }
+                if let Some(e) = eg {
+                    s.insert("egress".into(), json!(e));
+                }
+                if let Some(t) = types {
+                    s.insert("policyTypes".into(), json!(t));
+                }
+                serde_json::Value::Object(s)
+            })
+    }
+
+    fn references_resolve(rs: &Ruleset) {
+        for f in Family::ALL {
+            let t = rs.table(f);
+            for (name, chain) in &t.chains {
+                assert!(name.len() <= naming::MAX_CHAIN_LEN);
+                for r in &chain.rules {
+                    if let Action::Jump(c) | Action::Goto(c) = &r.action {
+                        assert!(t.chains.contains_key(c), "{name} jumps to missing {c}");
+                    }
+                    for m in &r.matches {
+                        if let Match::Set { set, .. } | Match::DstIpPortSet { set } = m {
+                            let s = rs
+                                .sets
+                                .get(set)
+                                .unwrap_or_else(|| panic!("{name} uses missing set {set}"));
+                            assert_eq!(s.family, f, "{set} used in the wrong family");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn compile_render_explain_never_panic(specs in proptest::collection::vec(spec(), 1..4), port in 1u16..65535) {
+            let policies = specs
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let obj = json!({"metadata": {"namespace": "prod", "name": format!("p{i}")}, "spec": s});
+                    serde_json::from_value::<NetworkPolicy>(obj).ok()
+                })
+                .collect();
+            let s = cluster(policies);
+            let c = compile(&s);
+            references_resolve(&c.ruleset);
+            for f in Family::ALL {
+                let _ = crate::render::iptables_restore(&c.ruleset, f);
+                let _ = crate::render::ipset_restore(&c.ruleset, f);
+            }
+            prop_assert!(diff(Some(&c.ruleset), &c.ruleset).is_empty());
+            for (from, to) in [
+                (pod("prod", "client"), pod("prod", "web")),
+                (ip(EXTERNAL), pod("prod", "db")),
+                (pod("prod", "web"), ip("fd00::99")),
+                (pod("dev", "client"), pod("prod", "client")),
+            ] {
+                for protocol in [Protocol::Tcp, Protocol::Udp, Protocol::Sctp] {
+                    let _ = explain(&c, &s, &Flow { from: from.clone(), to: to.clone(), port, protocol });
+                }
+            }
+        }
+    }
+}
