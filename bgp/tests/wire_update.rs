@@ -959,3 +959,22 @@ fn mp_reach_is_encoded_first() {
     assert!(origin_at > 25);
     assert_eq!(decode(&bytes, &four()), u);
 }
+
+#[test]
+fn unknown_attributes_are_canonical() {
+    // Out of type order, with the unused low flag bits set: decoded in
+    // type order with those bits cleared, so decode(encode(x)) == x.
+    let mut attrs = MANDATORY_4.to_vec();
+    attrs.extend_from_slice(&[0xcd, 99, 1, 1]);
+    attrs.extend_from_slice(&[0xe0, 12, 1, 2]);
+    let u = decode(&update_bytes(&[], &attrs, &[24, 10, 1, 2]), &four());
+    let codes: Vec<(u8, u8)> = u
+        .attributes
+        .unknown
+        .iter()
+        .map(|a| (a.type_code, a.flags))
+        .collect();
+    assert_eq!(codes, vec![(12, 0xe0), (99, 0xc0)]);
+    let again = Message::Update(u.clone()).encode(&four()).expect("encodes");
+    assert_eq!(decode(&again, &four()), u);
+}

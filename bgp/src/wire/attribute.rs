@@ -435,7 +435,9 @@ impl fmt::Display for LargeCommunity {
 /// be passed on (RFC 4271 §5).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UnknownAttribute {
-    /// Flags as received, Extended Length cleared (the encoder chooses).
+    /// Optional, Transitive and Partial flags as received (Extended Length
+    /// and the unused low bits cleared; the encoder chooses the length
+    /// form).
     pub flags: u8,
     /// Type code.
     pub type_code: u8,
@@ -597,7 +599,7 @@ pub struct PathAttributes {
     pub as4_aggregator: Option<Aggregator>,
     /// LARGE_COMMUNITIES (32, RFC 8092).
     pub large_communities: Vec<LargeCommunity>,
-    /// Unrecognised optional transitive attributes, in received order.
+    /// Unrecognised optional transitive attributes, by type code.
     pub unknown: Vec<UnknownAttribute>,
 }
 
@@ -1013,7 +1015,10 @@ pub(crate) fn decode_attributes(
             }
             if attr_flags & flags::TRANSITIVE != 0 {
                 block.attrs.unknown.push(UnknownAttribute {
-                    flags: attr_flags & !flags::EXTENDED_LENGTH,
+                    // RFC 4271 §4.3: the low four bits are unused, ignored
+                    // on receipt and zero when sent; Extended Length is
+                    // the encoder's choice.
+                    flags: attr_flags & (flags::OPTIONAL | flags::TRANSITIVE | flags::PARTIAL),
                     type_code: code,
                     value: value.to_vec(),
                 });
@@ -1071,6 +1076,9 @@ pub(crate) fn decode_attributes(
             }
         }
     }
+    // The encoder sends unknown attributes in type order; keep the decoded
+    // form in that order too so decode(encode(x)) == x.
+    block.attrs.unknown.sort_by_key(|u| u.type_code);
     Ok(block)
 }
 
@@ -1211,7 +1219,8 @@ pub(crate) fn encode_attributes(
     let mut unknown = unknown.into_iter().peekable();
     let mut flush = |below: u16, out: &mut Vec<u8>| -> Result<(), EncodeError> {
         while let Some(u) = unknown.next_if(|u| u16::from(u.type_code) < below) {
-            write_attr(out, u.flags, u.type_code, |o| {
+            let f = u.flags & (flags::OPTIONAL | flags::TRANSITIVE | flags::PARTIAL);
+            write_attr(out, f, u.type_code, |o| {
                 o.extend_from_slice(&u.value);
                 Ok(())
             })?;
