@@ -287,11 +287,22 @@ impl Tortie {
 
     /// `tortie status --run-dir DIR -o json --routes`.
     pub fn status(&self) -> Result<TortieStatus> {
+        self.status_with(true)
+    }
+
+    /// `tortie status --run-dir DIR -o json` without the RIB (cheap with a
+    /// full table).
+    pub fn status_summary(&self) -> Result<TortieStatus> {
+        self.status_with(false)
+    }
+
+    fn status_with(&self, routes: bool) -> Result<TortieStatus> {
         let run = self.run_dir().display().to_string();
-        let out = run_with_timeout(
-            Command::new(&self.bin).args(["status", "--run-dir", &run, "-o", "json", "--routes"]),
-            CLI_TIMEOUT,
-        )?;
+        let mut args = vec!["status", "--run-dir", &run, "-o", "json"];
+        if routes {
+            args.push("--routes");
+        }
+        let out = run_with_timeout(Command::new(&self.bin).args(&args), CLI_TIMEOUT)?;
         let v: Value = serde_json::from_slice(&out.stdout).with_context(|| {
             format!(
                 "tortie status: not JSON: {}",
