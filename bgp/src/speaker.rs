@@ -659,6 +659,24 @@ impl Speaker {
         self.flush(now);
     }
 
+    /// Asks `peer` to send its routes of `family` again (RFC 2918), e.g.
+    /// after an import filter changed.
+    pub fn request_refresh(&mut self, now: Instant, peer: IpAddr, family: Family) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if !p
+            .session
+            .as_ref()
+            .is_some_and(|s| s.negotiated.route_refresh)
+        {
+            return;
+        }
+        if let Ok(actions) = p.fsm.send_route_refresh(now, RouteRefresh::request(family)) {
+            self.apply(now, peer, actions);
+        }
+    }
+
     /// Whether every session is down (after [`Speaker::shutdown`]).
     pub fn is_quiet(&self) -> bool {
         self.conns.is_empty()
@@ -1242,18 +1260,21 @@ impl Speaker {
     /// its peers. Peers not Established that are not trying (Idle, or
     /// failed at least once) do not count.
     fn restart_wait_over(&self) -> bool {
-        self.peers.values().all(|p| match &p.session {
-            Some(s) => s
-                .negotiated
-                .families
-                .iter()
-                .all(|f| s.eor_received.contains(f)),
-            None => {
-                p.fsm.state() == State::Idle
-                    || p.fsm.last_error().is_some()
-                    || !p.last_error.is_empty()
-            }
-        })
+        // No peers (yet): nobody to wait for and nobody to advertise to;
+        // the bound ends the wait.
+        !self.peers.is_empty()
+            && self.peers.values().all(|p| match &p.session {
+                Some(s) => s
+                    .negotiated
+                    .families
+                    .iter()
+                    .all(|f| s.eor_received.contains(f)),
+                None => {
+                    p.fsm.state() == State::Idle
+                        || p.fsm.last_error().is_some()
+                        || !p.last_error.is_empty()
+                }
+            })
     }
 }
 
