@@ -303,7 +303,9 @@ fn open_error_case(
         .filter_map(|f| f.last_error().map(ToString::to_string))
         .collect();
     assert!(
-        errors.iter().any(|e| e.starts_with("OPEN refused")),
+        errors
+            .iter()
+            .any(|e| e.starts_with("OPEN from the peer refused")),
         "{errors:?}"
     );
     // (When both sides object, each may refuse first.)

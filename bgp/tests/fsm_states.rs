@@ -535,7 +535,7 @@ fn open_refused_with_the_right_notification() {
         .unwrap_or_default();
     assert_eq!(
         err,
-        "OPEN refused: peer proposes a hold time of 2 s, we accept 0 or at least 3 s; \
+        "OPEN from the peer refused: peer proposes a hold time of 2 s, we accept 0 or at least 3 s; \
          sent NOTIFICATION OPEN Message Error / Unacceptable Hold Time"
     );
 }
@@ -623,6 +623,135 @@ fn backoff_resets_only_after_a_stable_session() {
     assert_eq!(at - t.now, Duration::from_secs(1));
 }
 
+#[test]
+fn send_hold_timer_ends_a_session_the_peer_does_not_read() {
+    let mut t = T::in_state(State::Established);
+    // Stalls restart nothing while the timer runs; progress stops it.
+    t.ev(Event::SendStalled { conn: C1 });
+    let at = t.fsm.timers().deadline(TimerKind::SendHold).expect("armed");
+    assert_eq!(at, t.now + Duration::from_secs(480));
+    t.now += Duration::from_secs(100);
+    t.ev(Event::SendStalled { conn: C1 });
+    assert_eq!(t.fsm.timers().deadline(TimerKind::SendHold), Some(at));
+    t.ev(Event::SendProgress { conn: C1 });
+    assert!(!t.fsm.timers().is_armed(TimerKind::SendHold));
+    // Stuck for 8 minutes: closed with Send Hold Timer Expired (code 8).
+    t.ev(Event::SendStalled { conn: C1 });
+    // Keep our own hold timer alive meanwhile (the peer still talks).
+    for _ in 0..8 {
+        t.now += Duration::from_secs(60);
+        t.ev(Event::KeepAliveMsg { conn: C1 });
+    }
+    let now = t.now;
+    let acts = t.fsm.handle_timeout(now);
+    assert_eq!(
+        closes(&acts),
+        vec![(
+            C1,
+            Some(Notification::new(ErrorCode::Other(8), 0u8, vec![]))
+        )]
+    );
+    let down = acts.iter().find_map(|a| match a {
+        Action::SessionDown { reason, .. } => Some(reason.explain("192.0.2.2")),
+        _ => None,
+    });
+    assert_eq!(
+        down.as_deref(),
+        Some(
+            "could not send to 192.0.2.2 for 480 s (RFC 9687 send hold timer), \
+             sent NOTIFICATION Send Hold Timer Expired"
+        )
+    );
+}
+
+#[test]
+fn send_hold_time_is_at_least_twice_the_hold_time() {
+    let mut cfg = config();
+    cfg.hold_time = HoldTime(300);
+    let mut peer = peer_config();
+    peer.hold_time = HoldTime(300);
+    let mut t = T::new(cfg);
+    t.ev(Event::ManualStart);
+    t.ev(Event::TcpCrAcked { conn: C1 });
+    t.ev(Event::BgpOpen {
+        conn: C1,
+        open: local_open(&peer),
+    });
+    t.ev(Event::SendStalled { conn: C1 });
+    assert_eq!(
+        t.fsm.timers().deadline(TimerKind::SendHold),
+        Some(t.now + Duration::from_secs(600))
+    );
+}
+
+#[test]
+fn silent_second_connection_is_dropped_after_the_open_wait() {
+    let mut t = T::in_state(State::Established);
+    t.ev(Event::TcpConnectionConfirmed { conn: C2 });
+    assert_eq!(t.fsm.connections(), vec![C1, C2]);
+    let at = t
+        .fsm
+        .timers()
+        .deadline(TimerKind::CandidateHold)
+        .expect("armed");
+    assert_eq!(at, t.now + Duration::from_secs(240));
+    // Keep the session itself alive.
+    for _ in 0..4 {
+        t.now += Duration::from_secs(60);
+        t.ev(Event::KeepAliveMsg { conn: C1 });
+    }
+    let now = t.now;
+    let acts = t.fsm.handle_timeout(now);
+    assert!(closes(&acts).contains(&(C2, Some(Notification::hold_timer_expired()))));
+    assert_eq!(t.fsm.connections(), vec![C1]);
+    assert_eq!(t.fsm.state(), State::Established);
+}
+
+#[test]
+fn idle_waiting_to_restart_accepts_the_peer() {
+    let mut t = T::in_state(State::OpenSent);
+    t.ev(Event::TcpConnectionFails { conn: C1 });
+    t.ev(Event::ConnectRetryTimerExpires); // from Active: connects again
+    t.ev(Event::TcpConnectionFails { conn: ConnId(9) }); // refused
+    t.ev(Event::HoldTimerExpires); // an unexpected event: Idle, backoff armed
+    assert_eq!(t.fsm.state(), State::Idle);
+    assert!(t.fsm.timers().is_armed(TimerKind::IdleHold));
+    let acts = t.ev(Event::TcpConnectionConfirmed { conn: C2 });
+    assert!(matches!(
+        acts.first(),
+        Some(Action::Send {
+            conn: C2,
+            message: tortie_bgp::wire::Message::Open(_)
+        })
+    ));
+    assert_eq!(t.fsm.state(), State::OpenSent);
+    assert!(!t.fsm.timers().is_armed(TimerKind::IdleHold));
+}
+
+#[test]
+fn reasons_name_the_peer_when_asked() {
+    let r = DownReason::HoldTimerExpired {
+        hold_time: Duration::from_secs(90),
+        awaiting_open: false,
+    };
+    assert_eq!(
+        r.to_string(),
+        "hold timer expired after 90 s, no message from the peer"
+    );
+    assert_eq!(
+        r.explain("192.0.2.1"),
+        "hold timer expired after 90 s, no message from 192.0.2.1"
+    );
+    let n = DownReason::NotificationReceived {
+        notification: Notification::shutdown(CeaseSubcode::AdministrativeShutdown, "upgrade"),
+    };
+    assert_eq!(
+        n.explain("tor-a"),
+        "tor-a sent NOTIFICATION Cease / Administrative Shutdown: \"upgrade\" \
+         (tor-a's operator shut the session down)"
+    );
+}
+
 // ----- property test -------------------------------------------------
 
 fn arb_event() -> impl Strategy<Value = Event> {
@@ -667,6 +796,9 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Event::HoldTimerExpires),
         Just(Event::KeepaliveTimerExpires),
         Just(Event::IdleHoldTimerExpires),
+        Just(Event::SendHoldTimerExpires),
+        conn.clone().prop_map(|conn| Event::SendStalled { conn }),
+        conn.clone().prop_map(|conn| Event::SendProgress { conn }),
         conn.clone().prop_map(|conn| Event::TcpCrAcked { conn }),
         conn.clone()
             .prop_map(|conn| Event::TcpConnectionConfirmed { conn }),
@@ -737,6 +869,13 @@ fn check_invariants(f: &Fsm, now: Instant) -> Result<(), TestCaseError> {
         prop_assert!(!f.timers().is_armed(TimerKind::Keepalive));
     }
     prop_assert_eq!(f.established_conn().is_some(), state == State::Established);
+    prop_assert_eq!(
+        f.timers().is_armed(TimerKind::CandidateHold),
+        conns.len() == 2
+    );
+    if !has_session {
+        prop_assert!(!f.timers().is_armed(TimerKind::SendHold));
+    }
     if let Some(t) = f.poll_timeout() {
         prop_assert!(t > now, "timer due at or before now left unfired");
     }
@@ -744,7 +883,7 @@ fn check_invariants(f: &Fsm, now: Instant) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(4096))]
 
     #[test]
     fn random_event_sequences_keep_the_invariants(

@@ -146,9 +146,12 @@ pub enum DownReason {
     /// The peer opened a new session while ours was Established and it
     /// had advertised graceful restart: it restarted (RFC 4724 §4.2).
     PeerRestarted,
-    /// Connection collision resolution closed this connection (RFC 4271
-    /// §6.8); the other connection carries on.
-    CollisionLost,
+    /// Nothing could be sent to the peer for the send hold time (RFC 9687):
+    /// it is not reading.
+    SendHoldTimerExpired {
+        /// The send hold time that ran out.
+        send_hold_time: Duration,
+    },
 }
 
 impl DownReason {
@@ -168,9 +171,39 @@ fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs())
 }
 
+impl DownReason {
+    /// The reason with the peer named, e.g. `"hold timer expired after
+    /// 90 s, no message from 192.0.2.1"`.
+    pub fn explain(&self, peer: &str) -> String {
+        Explained {
+            reason: self,
+            peer: Some(peer),
+        }
+        .to_string()
+    }
+}
+
 impl fmt::Display for DownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        Explained {
+            reason: self,
+            peer: None,
+        }
+        .fmt(f)
+    }
+}
+
+/// A [`DownReason`] rendered for one peer (or "the peer").
+struct Explained<'a> {
+    reason: &'a DownReason,
+    peer: Option<&'a str>,
+}
+
+impl fmt::Display for Explained<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let the_peer = self.peer.unwrap_or("the peer");
+        let subject = self.peer.unwrap_or("peer");
+        match self.reason {
             DownReason::ManualStop { message: None } => f.write_str("stopped by the operator"),
             DownReason::ManualStop { message: Some(m) } => {
                 write!(f, "stopped by the operator: {m:?}")
@@ -183,45 +216,51 @@ impl fmt::Display for DownReason {
                 awaiting_open: true,
             } => write!(
                 f,
-                "no OPEN from the peer within {}, sent NOTIFICATION Hold Timer Expired",
+                "no OPEN from {the_peer} within {}, sent NOTIFICATION Hold Timer Expired",
                 secs(*hold_time)
             ),
             DownReason::HoldTimerExpired { hold_time, .. } => write!(
                 f,
-                "hold timer expired after {}, no message from the peer",
+                "hold timer expired after {}, no message from {the_peer}",
                 secs(*hold_time)
             ),
             DownReason::NotificationReceived { notification } => {
-                write!(f, "peer sent NOTIFICATION {notification}")?;
+                write!(f, "{subject} sent NOTIFICATION {notification}")?;
                 if notification.code == ErrorCode::Cease && notification.subcode == 2 {
-                    f.write_str(" (the peer's operator shut the session down)")?;
+                    write!(f, " ({the_peer}'s operator shut the session down)")?;
                 }
                 Ok(())
             }
             DownReason::DecodeError { error } => write!(
                 f,
-                "bad message from the peer ({}), sent NOTIFICATION {}",
+                "bad message from {the_peer} ({}), sent NOTIFICATION {}",
                 error.kind, error.notification
             ),
             DownReason::OpenRejected { error } => write!(
                 f,
-                "OPEN refused: {error}; sent NOTIFICATION {}",
+                "OPEN from {the_peer} refused: {error}; sent NOTIFICATION {}",
                 error.notification()
             ),
             DownReason::UnexpectedMessage { message, state } => write!(
                 f,
-                "unexpected {message} from the peer in state {state}, sent NOTIFICATION Finite State Machine Error"
+                "unexpected {message} from {the_peer} in state {state}, \
+                 sent NOTIFICATION Finite State Machine Error"
             ),
             DownReason::UnexpectedEvent { event, state } => {
                 write!(f, "unexpected event {event} in state {state}")
             }
-            DownReason::ConnectionLost => f.write_str("TCP connection closed"),
-            DownReason::ConnectFailed => f.write_str("could not connect to the peer"),
-            DownReason::PeerRestarted => f.write_str(
-                "peer opened a new session while established (graceful restart), replacing the old one",
+            DownReason::ConnectionLost => write!(f, "TCP connection to {the_peer} closed"),
+            DownReason::ConnectFailed => write!(f, "could not connect to {the_peer}"),
+            DownReason::PeerRestarted => write!(
+                f,
+                "{subject} opened a new session while established (graceful restart), \
+                 replacing the old one"
             ),
-            DownReason::CollisionLost => f.write_str(
-                "connection collision: kept the connection opened by the speaker with the higher BGP identifier",
+            DownReason::SendHoldTimerExpired { send_hold_time } => write!(
+                f,
+                "could not send to {the_peer} for {} (RFC 9687 send hold timer), \
+                 sent NOTIFICATION Send Hold Timer Expired",
+                secs(*send_hold_time)
             ),
         }
     }

@@ -15,6 +15,8 @@ pub const DEFAULT_CONNECT_RETRY: Duration = Duration::from_secs(120);
 pub const DEFAULT_IDLE_HOLD_INITIAL: Duration = Duration::from_secs(1);
 /// Longest wait before reconnecting after repeated failures.
 pub const DEFAULT_IDLE_HOLD_MAX: Duration = Duration::from_secs(120);
+/// RFC 9687 §4: the recommended SendHoldTime, 8 minutes.
+pub const DEFAULT_SEND_HOLD_TIME: Duration = Duration::from_secs(480);
 /// RFC 4724 §3 suggests the restart time not exceed the hold time; 120 s
 /// is what BIRD and GoBGP default to.
 pub const DEFAULT_RESTART_TIME: u16 = 120;
@@ -104,6 +106,10 @@ pub struct PeerConfig {
     pub min_hold_time: u16,
     /// ConnectRetryTime.
     pub connect_retry: Duration,
+    /// SendHoldTime (RFC 9687): give up on a peer that takes none of our
+    /// data for this long (raised to twice the negotiated hold time when
+    /// that is longer). `None` disables it.
+    pub send_hold_time: Option<Duration>,
     /// Never connect out; wait for the peer (RFC 4271
     /// ManualStart_with_PassiveTcpEstablishment).
     pub passive: bool,
@@ -150,6 +156,7 @@ impl PeerConfig {
             keepalive: None,
             min_hold_time: 0,
             connect_retry: DEFAULT_CONNECT_RETRY,
+            send_hold_time: Some(DEFAULT_SEND_HOLD_TIME),
             passive: false,
             auto_restart: true,
             idle_hold_initial: DEFAULT_IDLE_HOLD_INITIAL,

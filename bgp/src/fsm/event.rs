@@ -83,6 +83,21 @@ pub enum Event {
     KeepaliveTimerExpires,
     /// Event 13, IdleHoldTimer_Expires.
     IdleHoldTimerExpires,
+    /// SendHoldTimer_Expires (RFC 9687 §4).
+    SendHoldTimerExpires,
+    /// Not an RFC event: the shell has data queued for `conn` that the
+    /// socket does not take (a write is pending). Starts the RFC 9687
+    /// SendHoldTimer unless it already runs.
+    SendStalled {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Not an RFC event: the socket took data for `conn`. Stops the
+    /// SendHoldTimer (report `SendStalled` again if data is still stuck).
+    SendProgress {
+        /// The connection.
+        conn: ConnId,
+    },
     /// Event 16, Tcp_CR_Acked: the outbound connection the FSM asked for
     /// with `Action::Connect` is up.
     TcpCrAcked {
@@ -201,6 +216,9 @@ impl Event {
             Event::HoldTimerExpires => "HoldTimer_Expires",
             Event::KeepaliveTimerExpires => "KeepaliveTimer_Expires",
             Event::IdleHoldTimerExpires => "IdleHoldTimer_Expires",
+            Event::SendHoldTimerExpires => "SendHoldTimer_Expires",
+            Event::SendStalled { .. } => "SendStalled",
+            Event::SendProgress { .. } => "SendProgress",
             Event::TcpCrAcked { .. } => "Tcp_CR_Acked",
             Event::TcpConnectionConfirmed { .. } => "TcpConnectionConfirmed",
             Event::TcpConnectionFails { .. } => "TcpConnectionFails",
@@ -221,6 +239,8 @@ impl Event {
             Event::TcpCrAcked { conn }
             | Event::TcpConnectionConfirmed { conn }
             | Event::TcpConnectionFails { conn }
+            | Event::SendStalled { conn }
+            | Event::SendProgress { conn }
             | Event::BgpOpen { conn, .. }
             | Event::BgpHeaderErr { conn, .. }
             | Event::BgpOpenMsgErr { conn, .. }

@@ -38,6 +38,17 @@
 //! - After a failure with automatic restart on, Idle arms the IdleHold
 //!   timer with an exponential backoff (§8.1.1 DampPeerOscillations,
 //!   simplified) and restarts itself.
+//! - While Idle waits out that backoff, a connection from the peer is
+//!   accepted (as AutomaticStart_with_PassiveTcpEstablishment) instead of
+//!   refused: two speakers backing off out of phase would otherwise refuse
+//!   each other's attempts for ever. An FSM that was never started, or was
+//!   stopped by the operator, still refuses with Cease / Connection
+//!   Rejected.
+//! - A candidate connection gets its own OPEN wait (`CandidateHold`, the
+//!   second FSM's HoldTimer in OpenSent), so a silent second connection
+//!   cannot block a later one for ever.
+//! - RFC 9687's SendHoldTimer runs on the primary while the shell reports
+//!   `SendStalled` and stops on `SendProgress`.
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +110,9 @@ pub struct Fsm {
     last_error: Option<DownReason>,
     out: Vec<Action>,
 }
+
+/// NOTIFICATION error code Send Hold Timer Expired (RFC 9687 §5).
+pub const SEND_HOLD_TIMER_EXPIRED: u8 = 8;
 
 fn collision_cease() -> Notification {
     Notification::cease(CeaseSubcode::ConnectionCollisionResolution)
@@ -235,6 +249,11 @@ impl Fsm {
                 TimerKind::Hold => Event::HoldTimerExpires,
                 TimerKind::Keepalive => Event::KeepaliveTimerExpires,
                 TimerKind::IdleHold => Event::IdleHoldTimerExpires,
+                TimerKind::SendHold => Event::SendHoldTimerExpires,
+                TimerKind::CandidateHold => {
+                    self.candidate_hold_expired();
+                    continue;
+                }
             };
             self.step(now, event);
         }
@@ -304,6 +323,7 @@ impl Fsm {
             Event::ConnectRetryTimerExpires => self.connect_retry_expired(now),
             Event::HoldTimerExpires => self.hold_expired(now),
             Event::KeepaliveTimerExpires => self.keepalive_expired(now),
+            Event::SendHoldTimerExpires => self.send_hold_expired(now),
             Event::IdleHoldTimerExpires => {
                 if self.state == State::Idle && self.admin_up {
                     self.start(now, self.passive, false);
@@ -360,7 +380,7 @@ impl Fsm {
     /// the stop events.
     fn shutdown(&mut self, now: Instant, reason: DownReason, notification: Notification) {
         let was = self.state;
-        for c in [self.primary.take(), self.candidate.take()]
+        for c in [self.primary.take(), self.take_candidate()]
             .into_iter()
             .flatten()
         {
@@ -383,7 +403,7 @@ impl Fsm {
     /// Leaves every connection behind and settles in Idle, arming the
     /// idle-hold backoff when automatic restart applies.
     fn enter_idle(&mut self, now: Instant, reason: String) {
-        if let Some(c) = self.candidate.take() {
+        if let Some(c) = self.take_candidate() {
             self.close(
                 c.id,
                 Some(Notification::cease(CeaseSubcode::ConnectionRejected)),
@@ -397,11 +417,9 @@ impl Fsm {
             self.connecting = false;
         }
         self.negotiated = None;
-        for kind in [
-            TimerKind::ConnectRetry,
-            TimerKind::Hold,
-            TimerKind::Keepalive,
-        ] {
+        // Every timer belongs to a connection or an attempt, except the
+        // backoff armed just below.
+        for kind in TimerKind::ALL {
             self.timers.stop(kind);
         }
         let mut reason = reason;
@@ -458,9 +476,10 @@ impl Fsm {
         self.established_at = None;
         self.timers.stop(TimerKind::Keepalive);
         self.timers.stop(TimerKind::ConnectRetry);
+        self.timers.stop(TimerKind::SendHold);
         let text = reason.to_string();
         self.last_error = Some(reason);
-        if let Some(c) = self.candidate.take() {
+        if let Some(c) = self.take_candidate() {
             self.primary = Some(c);
             self.timers.arm(TimerKind::Hold, now + OPEN_HOLD_TIME);
             self.set_state(
@@ -591,14 +610,22 @@ impl Fsm {
             self.connecting = false;
         }
         let conn = Conn { id, dir };
+        // Waiting out the backoff is not a refusal to talk: a connection
+        // from the peer then counts as AutomaticStart_with_Passive-
+        // TcpEstablishment (event 5). Refusing it, as the RFC's Idle row
+        // does, lets two speakers backing off out of phase refuse each
+        // other for ever.
+        let restarting =
+            self.state == State::Idle && self.admin_up && self.timers.is_armed(TimerKind::IdleHold);
         match self.state {
-            State::Idle => {
+            State::Idle if !restarting => {
                 self.close(
                     id,
                     Some(Notification::cease(CeaseSubcode::ConnectionRejected)),
                 );
             }
-            State::Connect | State::Active => {
+            State::Idle | State::Connect | State::Active => {
+                self.timers.stop(TimerKind::IdleHold);
                 self.timers.stop(TimerKind::ConnectRetry);
                 self.primary = Some(conn);
                 self.send(id, Message::Open(self.local_open.clone()));
@@ -617,6 +644,8 @@ impl Fsm {
                     );
                 } else {
                     self.candidate = Some(conn);
+                    self.timers
+                        .arm(TimerKind::CandidateHold, now + OPEN_HOLD_TIME);
                     self.send(id, Message::Open(self.local_open.clone()));
                 }
             }
@@ -655,6 +684,15 @@ impl Fsm {
                 self.fail(now, DownReason::ConnectionLost, None, None, true);
             }
             Event::TcpCrAcked { .. } | Event::TcpConnectionConfirmed { .. } => {}
+            Event::SendStalled { .. } => {
+                if let (Some(d), false) = (
+                    self.send_hold_time(),
+                    self.timers.is_armed(TimerKind::SendHold),
+                ) {
+                    self.timers.arm(TimerKind::SendHold, now + d);
+                }
+            }
+            Event::SendProgress { .. } => self.timers.stop(TimerKind::SendHold),
             Event::BgpOpen { open, .. } => match state {
                 State::OpenSent => self.primary_open(now, &open),
                 _ => self.unexpected_message(now, "BGPOpen"),
@@ -731,14 +769,15 @@ impl Fsm {
             // The OPEN arrived on the primary: it is the "new" side here.
             match self.resolve(&negotiated, candidate.dir, primary.dir) {
                 Winner::New => {
-                    self.candidate = None;
+                    self.take_candidate();
                     self.close(candidate.id, Some(collision_cease()));
                 }
                 Winner::Existing => {
                     // Keep the candidate (still waiting for its OPEN).
                     self.close(primary.id, Some(collision_cease()));
                     self.primary = Some(candidate);
-                    self.candidate = None;
+                    self.take_candidate();
+                    self.timers.stop(TimerKind::SendHold);
                     self.timers.arm(TimerKind::Hold, now + OPEN_HOLD_TIME);
                     self.set_state(
                         State::OpenSent,
@@ -806,23 +845,25 @@ impl Fsm {
             return;
         };
         match event {
-            Event::TcpConnectionFails { .. } => self.candidate = None,
+            Event::TcpConnectionFails { .. } => {
+                self.take_candidate();
+            }
             Event::TcpCrAcked { .. } | Event::TcpConnectionConfirmed { .. } => {}
             Event::BgpOpen { open, .. } => self.candidate_open(now, cand, &open),
             Event::KeepAliveMsg { .. }
             | Event::UpdateMsg { .. }
             | Event::RouteRefreshMsg { .. } => {
-                self.candidate = None;
+                self.take_candidate();
                 self.close(cand.id, Some(fsm_error(State::OpenSent)));
             }
             Event::NotifMsg { .. } => {
-                self.candidate = None;
+                self.take_candidate();
                 self.close(cand.id, None);
             }
             Event::BgpHeaderErr { error, .. }
             | Event::BgpOpenMsgErr { error, .. }
             | Event::UpdateMsgErr { error, .. } => {
-                self.candidate = None;
+                self.take_candidate();
                 self.close(cand.id, Some(error.notification));
             }
             _ => {}
@@ -834,7 +875,7 @@ impl Fsm {
         let negotiated = match negotiate::negotiate(&self.config, &self.local_open, open) {
             Ok(n) => n,
             Err(error) => {
-                self.candidate = None;
+                self.take_candidate();
                 self.close(cand.id, Some(error.notification()));
                 self.last_error = Some(DownReason::OpenRejected { error });
                 return;
@@ -854,20 +895,21 @@ impl Fsm {
                 self.fail(now, DownReason::PeerRestarted, None, None, false);
                 self.accept_open(now, negotiated);
             } else {
-                self.candidate = None;
+                self.take_candidate();
                 self.close(cand.id, Some(collision_cease()));
             }
             return;
         }
         match self.resolve(&negotiated, primary.dir, cand.dir) {
             Winner::Existing => {
-                self.candidate = None;
+                self.take_candidate();
                 self.close(cand.id, Some(collision_cease()));
             }
             Winner::New => {
                 self.close(primary.id, Some(collision_cease()));
                 self.primary = Some(cand);
-                self.candidate = None;
+                self.take_candidate();
+                self.timers.stop(TimerKind::SendHold);
                 self.negotiated = None;
                 self.timers.stop(TimerKind::Keepalive);
                 self.set_state(
@@ -883,6 +925,52 @@ impl Fsm {
     }
 
     // ----- helpers ---------------------------------------------------
+
+    /// RFC 9687 SendHoldTime: the configured value, and never less than
+    /// twice the negotiated hold time (a slow but alive peer must not trip
+    /// it before our own hold timer would).
+    fn send_hold_time(&self) -> Option<Duration> {
+        let hold = self
+            .negotiated
+            .as_ref()
+            .map_or(0, |n| u64::from(n.hold_time.0));
+        self.config
+            .send_hold_time
+            .map(|d| d.max(Duration::from_secs(2 * hold)))
+    }
+
+    /// The peer took nothing we sent for the send hold time: it is stuck
+    /// (RFC 9687 §4). The NOTIFICATION will likely not get through; the
+    /// shell writes it without waiting and closes.
+    fn send_hold_expired(&mut self, now: Instant) {
+        if self.primary.is_none() {
+            return;
+        }
+        let send_hold_time = self.send_hold_time().unwrap_or_default();
+        let notification =
+            Notification::new(ErrorCode::Other(SEND_HOLD_TIMER_EXPIRED), 0u8, Vec::new());
+        self.fail(
+            now,
+            DownReason::SendHoldTimerExpired { send_hold_time },
+            Some(notification),
+            None,
+            true,
+        );
+    }
+
+    /// Forgets the candidate (the caller closes or promotes it).
+    fn take_candidate(&mut self) -> Option<Conn> {
+        self.timers.stop(TimerKind::CandidateHold);
+        self.candidate.take()
+    }
+
+    /// The candidate never sent its OPEN: close it as the RFC's second
+    /// FSM would on HoldTimer_Expires in OpenSent.
+    fn candidate_hold_expired(&mut self) {
+        if let Some(c) = self.take_candidate() {
+            self.close(c.id, Some(Notification::hold_timer_expired()));
+        }
+    }
 
     fn send(&mut self, conn: ConnId, message: Message) {
         self.out.push(Action::Send { conn, message });

@@ -23,15 +23,23 @@ pub enum TimerKind {
     /// IdleHoldTimer (§8.1.1, DampPeerOscillations): the backoff wait in
     /// Idle after a failure before the automatic restart.
     IdleHold,
+    /// The HoldTimer of a second (candidate) connection waiting for the
+    /// peer's OPEN, as the RFC's second FSM would run it in OpenSent.
+    CandidateHold,
+    /// SendHoldTimer (RFC 9687): the peer has not taken any of our data
+    /// for this long.
+    SendHold,
 }
 
 impl TimerKind {
     /// All timer kinds, in table order.
-    pub const ALL: [TimerKind; 4] = [
+    pub const ALL: [TimerKind; 6] = [
         TimerKind::ConnectRetry,
         TimerKind::Hold,
         TimerKind::Keepalive,
         TimerKind::IdleHold,
+        TimerKind::CandidateHold,
+        TimerKind::SendHold,
     ];
 
     fn index(self) -> usize {
@@ -40,6 +48,8 @@ impl TimerKind {
             TimerKind::Hold => 1,
             TimerKind::Keepalive => 2,
             TimerKind::IdleHold => 3,
+            TimerKind::CandidateHold => 4,
+            TimerKind::SendHold => 5,
         }
     }
 
@@ -50,6 +60,8 @@ impl TimerKind {
             TimerKind::Hold => "HoldTimer",
             TimerKind::Keepalive => "KeepaliveTimer",
             TimerKind::IdleHold => "IdleHoldTimer",
+            TimerKind::CandidateHold => "HoldTimer (second connection)",
+            TimerKind::SendHold => "SendHoldTimer",
         }
     }
 }
@@ -63,7 +75,7 @@ impl fmt::Display for TimerKind {
 /// One deadline per [`TimerKind`]; `None` means stopped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Timers {
-    deadlines: [Option<Instant>; 4],
+    deadlines: [Option<Instant>; 6],
 }
 
 impl Timers {
