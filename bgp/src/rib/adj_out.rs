@@ -30,6 +30,7 @@ use std::sync::Arc;
 
 use super::attrs::PathAttrs;
 use super::decision::SourceKind;
+use super::hash::KeyHashBuilder;
 use super::policy::{Filter, Verdict};
 use super::prefix::{TableKey, V4Key, V6Key};
 use super::PeerId;
@@ -48,14 +49,14 @@ pub(crate) struct OutEntry {
 /// prefixes whose advertisement changed since the last UPDATEs were built.
 #[derive(Debug)]
 pub(crate) struct OutTable<K> {
-    pub(crate) map: HashMap<K, OutEntry>,
+    pub(crate) map: HashMap<K, OutEntry, KeyHashBuilder>,
     pub(crate) pending: Vec<K>,
 }
 
-impl<K> Default for OutTable<K> {
-    fn default() -> Self {
+impl<K> OutTable<K> {
+    pub(crate) fn new(hasher: KeyHashBuilder) -> Self {
         OutTable {
-            map: HashMap::new(),
+            map: HashMap::with_hasher(hasher),
             pending: Vec::new(),
         }
     }
@@ -104,10 +105,19 @@ impl<K: TableKey> OutTable<K> {
 }
 
 /// A peer's Adj-RIB-Out, both families.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AdjOut {
     pub(crate) v4: OutTable<V4Key>,
     pub(crate) v6: OutTable<V6Key>,
+}
+
+impl AdjOut {
+    pub(crate) fn new(hasher: KeyHashBuilder) -> Self {
+        AdjOut {
+            v4: OutTable::new(hasher),
+            v6: OutTable::new(hasher),
+        }
+    }
 }
 
 /// The facts about a best path's source that export needs.

@@ -1,7 +1,7 @@
 //! [`Rib`]: the per-family tables, the peers, and how a change to one
 //! prefix propagates (decision, FIB queue, Adj-RIB-Outs).
 
-use std::collections::HashMap;
+use std::collections::{hash_map, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use super::adj_out::{
 use super::attrs::{Interner, PathAttrs};
 use super::decision::{decide, Candidate, DecisionConfig, PathSource, SourceKind};
 use super::fib::{FibChange, FibPath};
+use super::hash::KeyHashBuilder;
 use super::import::{receive, DropReason};
 use super::policy::{MaxPrefixExceeded, Verdict};
 use super::prefix::{family_of, Key, TableKey, V4Key, V6Key};
@@ -107,14 +108,14 @@ struct Core {
 
 #[derive(Debug)]
 struct FamilyRib<K> {
-    table: HashMap<K, Entry>,
+    table: HashMap<K, Entry, KeyHashBuilder>,
     fib_dirty: Vec<K>,
 }
 
-impl<K> Default for FamilyRib<K> {
-    fn default() -> Self {
+impl<K> FamilyRib<K> {
+    fn new(hasher: KeyHashBuilder) -> Self {
         FamilyRib {
-            table: HashMap::new(),
+            table: HashMap::with_hasher(hasher),
             fib_dirty: Vec::new(),
         }
     }
@@ -297,12 +298,13 @@ fn export_to(
 fn change<K: Fam>(core: &mut Core, fam: &mut FamilyRib<K>, key: K, op: Op) -> Delta {
     let FamilyRib { table, fib_dirty } = fam;
     let mut d = Delta::default();
-    let entry = match table.get_mut(&key) {
-        Some(e) => e,
-        None => {
+    // One hash probe for both the new-prefix and the existing case.
+    let mut slot = match table.entry(key) {
+        hash_map::Entry::Occupied(o) => o,
+        hash_map::Entry::Vacant(v) => {
             // The common bulk case: a new prefix with one path.
             let Op::Upsert(path) = op else { return d };
-            let e = table.entry(key).or_insert(Entry::new(path));
+            let e = v.insert(Entry::new(path));
             e.selected = 1;
             d.added = 1;
             d.changed = true;
@@ -314,6 +316,7 @@ fn change<K: Fam>(core: &mut Core, fam: &mut FamilyRib<K>, key: K, op: Op) -> De
             return d;
         }
     };
+    let entry = slot.get_mut();
     let before = Selection::of(Some(entry));
     match op {
         Op::Upsert(path) => {
@@ -353,7 +356,7 @@ fn change<K: Fam>(core: &mut Core, fam: &mut FamilyRib<K>, key: K, op: Op) -> De
         export_prefix(core, key, entry);
     }
     if entry.is_empty() && !entry.fib_dirty {
-        table.remove(&key);
+        slot.remove();
     }
     d
 }
@@ -388,14 +391,23 @@ fn export_prefix<K: Fam>(core: &mut Core, key: K, entry: &Entry) {
 impl Rib {
     /// An empty RIB.
     pub fn new(cfg: RibConfig) -> Self {
+        let hasher = KeyHashBuilder {
+            seed: cfg.hash_seed,
+        };
         Rib {
             core: Core {
                 cfg,
                 peers: Vec::new(),
                 interner: Interner::default(),
             },
-            v4: FamilyRib::default(),
-            v6: FamilyRib::default(),
+            v4: FamilyRib::new(hasher),
+            v6: FamilyRib::new(hasher),
+        }
+    }
+
+    fn hasher(&self) -> KeyHashBuilder {
+        KeyHashBuilder {
+            seed: self.core.cfg.hash_seed,
         }
     }
 
@@ -414,7 +426,7 @@ impl Rib {
             router_id: Ipv4Addr::UNSPECIFIED,
             routes: 0,
             over_limit: false,
-            out: AdjOut::default(),
+            out: AdjOut::new(self.hasher()),
             memo: ExportMemo::default(),
         };
         let slot = self.core.peers.iter().position(Option::is_none);
@@ -461,10 +473,11 @@ impl Rib {
     /// whole Loc-RIB for it (take it with [`Rib::take_updates`], then
     /// send End-of-RIB).
     pub fn peer_up(&mut self, peer: PeerId, session: Session) -> Result<(), RibError> {
+        let hasher = self.hasher();
         let p = self.core.peer_mut(peer)?;
         p.session = Some(session);
         p.router_id = session.router_id;
-        p.out = AdjOut::default();
+        p.out = AdjOut::new(hasher);
         p.memo.clear();
         self.refresh_out::<V4Key>(peer);
         self.refresh_out::<V6Key>(peer);
@@ -518,9 +531,10 @@ impl Rib {
 
     /// The session went down without graceful restart: all its routes go.
     pub fn peer_down(&mut self, peer: PeerId) -> Result<ChangeSummary, RibError> {
+        let hasher = self.hasher();
         let p = self.core.peer_mut(peer)?;
         p.session = None;
-        p.out = AdjOut::default();
+        p.out = AdjOut::new(hasher);
         p.memo.clear();
         let mut s = ChangeSummary::default();
         self.bulk::<V4Key>(peer, false, &mut s);
@@ -535,9 +549,10 @@ impl Rib {
     /// Graceful restart (RFC 4724 §4.2): the session went down, keep its
     /// routes but mark them stale; returns how many were marked.
     pub fn mark_stale(&mut self, peer: PeerId) -> Result<u32, RibError> {
+        let hasher = self.hasher();
         let p = self.core.peer_mut(peer)?;
         p.session = None;
-        p.out = AdjOut::default();
+        p.out = AdjOut::new(hasher);
         p.memo.clear();
         let mut n = 0u32;
         for e in self.v4.table.values_mut() {

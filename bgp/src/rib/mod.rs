@@ -13,6 +13,7 @@
 //!   import.rs         receipt checks: AS loop, first AS, own next hop, RR loops
 //!   policy.rs         Filter (prefix exact / ge-le, community matches, community setting), MaxPrefix
 //!   decision.rs       RFC 4271 §9.1.2.2 + RFC 4456 §9 decision process and the ECMP set
+//!   hash.rs           seeded folded-multiply hasher for the prefix tables
 //!   table.rs          per-prefix storage: candidate paths, selection first (the memory budget)
 //!   loc_rib.rs        Rib: the API below, per-family tables, change propagation
 //!   adj_out.rs        per-peer Adj-RIB-Out and the export rules (split horizon, RR, eBGP rewrites)
@@ -56,6 +57,7 @@ pub mod prefix;
 pub mod update_builder;
 
 mod adj_out;
+mod hash;
 mod loc_rib;
 mod table;
 
@@ -104,6 +106,10 @@ pub struct RibConfig {
     /// Keep the FIB change queue. Off for a speaker with no FIB (a route
     /// reflector, a bench), so nothing accumulates undrained.
     pub track_fib: bool,
+    /// Seed of the prefix tables' hash. The speaker should pass a random
+    /// value (the RIB itself takes no randomness) so that no peer can
+    /// craft prefixes that collide.
+    pub hash_seed: u64,
 }
 
 impl RibConfig {
@@ -118,6 +124,7 @@ impl RibConfig {
             max_paths: 1,
             local_addresses: Vec::new(),
             track_fib: true,
+            hash_seed: 0x5EED_0F7A_B1E5,
         }
     }
 }
