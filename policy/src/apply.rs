@@ -10,7 +10,7 @@
 //! Order of one update, and why:
 //!
 //! ```text
-//!  ipset restore   (into temporary sets, then `swap` each into place)
+//!  ipset restore   (fill temporary sets, then `swap` each into place)
 //!      │ fails → real sets untouched, temporary sets destroyed, error
 //!  iptables-restore --noflush  (v4, then v6; atomic per table)
 //!      │ fails → sets rolled back to the last good state, error,
@@ -487,6 +487,18 @@ impl Applier {
             Ok(r) => r,
             Err(e) => {
                 self.full_next = true;
+                // Sets this update created are referenced by no committed
+                // rule; remove them so the failure leaves no trace (a set a
+                // committed table does use refuses to go, which is right).
+                for set in new.sets.keys() {
+                    let known = self.last.as_ref().is_some_and(|l| l.sets.contains_key(set));
+                    if !known {
+                        let _ = self
+                            .dataplane
+                            .runner()
+                            .run("ipset", &["destroy", set], None);
+                    }
+                }
                 return Err(e);
             }
         };
@@ -511,6 +523,26 @@ impl Applier {
                     .warnings
                     .push(format!("{family:?}: stale chains {stale:?} kept: {e}"));
             }
+        }
+        // Likewise sets: a full apply's diff knows no old sets, and a
+        // crashed run may have left temporary ones.
+        match self.dataplane.list_sets() {
+            Ok(sets) => {
+                for set in sets {
+                    if !set.starts_with(SET_PREFIX) || new.sets.contains_key(&set) {
+                        continue;
+                    }
+                    match self
+                        .dataplane
+                        .runner()
+                        .run("ipset", &["destroy", &set], None)
+                    {
+                        Ok(_) => report.sets_destroyed.push(set),
+                        Err(e) => report.warnings.push(format!("stale set {set} kept: {e}")),
+                    }
+                }
+            }
+            Err(e) => report.warnings.push(format!("listing sets: {e}")),
         }
         self.last = Some(new.clone());
         self.full_next = false;
@@ -562,6 +594,9 @@ pub fn transactional_ipset(payload: &str) -> String {
             .map(|(_, t)| t.clone())
     };
     let mut body = Vec::new();
+    // The real sets are created only after every temporary set filled, so
+    // a failure creates nothing visible either.
+    let mut creates = Vec::new();
     let mut tail = Vec::new();
     for line in payload.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -569,7 +604,7 @@ pub fn transactional_ipset(payload: &str) -> String {
             ["create", name, rest @ ..] => {
                 let tmp = format!("{TMP_SET_PREFIX}{}", tmp_names.len());
                 tmp_names.push((name.to_string(), tmp.clone()));
-                body.push(line.to_string());
+                creates.push(line.to_string());
                 body.push(format!("create {tmp} {}", rest.join(" ")));
                 body.push(format!("flush {tmp}"));
             }
@@ -582,6 +617,7 @@ pub fn transactional_ipset(payload: &str) -> String {
             _ => body.push(line.to_string()),
         }
     }
+    body.extend(creates);
     for (name, tmp) in &tmp_names {
         body.push(format!("swap {tmp} {name}"));
         body.push(format!("destroy {tmp}"));
@@ -754,10 +790,9 @@ mod tests {
         let tx = transactional_ipset(p);
         assert_eq!(
             tx,
-            "create tort-a hash:net family inet -exist\n\
-             create tort-tmp-0 hash:net family inet -exist\nflush tort-tmp-0\n\
-             add tort-tmp-0 10.0.0.0/8\nswap tort-tmp-0 tort-a\ndestroy tort-tmp-0\n\
-             destroy tort-old\n"
+            "create tort-tmp-0 hash:net family inet -exist\nflush tort-tmp-0\n\
+             add tort-tmp-0 10.0.0.0/8\ncreate tort-a hash:net family inet -exist\n\
+             swap tort-tmp-0 tort-a\ndestroy tort-tmp-0\ndestroy tort-old\n"
         );
         let already = "create x hash:ip\nswap x y\n";
         assert_eq!(transactional_ipset(already), already);
