@@ -926,3 +926,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn messages_sent_outside_the_fsm_restart_the_keepalive_timer() {
+    let mut t = T::in_state(State::Established);
+    t.now += Duration::from_secs(20);
+    let now = t.now;
+    t.fsm.messages_sent(now);
+    assert_eq!(
+        t.fsm.timers().deadline(TimerKind::Keepalive),
+        Some(now + Duration::from_secs(30))
+    );
+}
+
+#[test]
+fn new_config_applies_to_the_next_open() {
+    let mut cfg = config();
+    cfg.graceful_restart = Some(tortie_bgp::fsm::GracefulRestartConfig {
+        restarting: true,
+        ..Default::default()
+    });
+    let mut t = T::new(cfg.clone());
+    let r_bit = |f: &Fsm| {
+        f.local_open().capabilities.iter().any(
+            |c| matches!(c, tortie_bgp::wire::Capability::GracefulRestart(g) if g.restart_state),
+        )
+    };
+    assert!(r_bit(&t.fsm));
+    if let Some(gr) = cfg.graceful_restart.as_mut() {
+        gr.restarting = false;
+    }
+    t.fsm.set_config(cfg);
+    assert!(!r_bit(&t.fsm));
+    let acts = {
+        t.ev(Event::ManualStart);
+        t.ev(Event::TcpCrAcked { conn: C1 })
+    };
+    assert!(acts.iter().any(|a| matches!(a,
+        Action::Send { message: tortie_bgp::wire::Message::Open(o), .. }
+            if !o.capabilities.iter().any(|c| matches!(c,
+                tortie_bgp::wire::Capability::GracefulRestart(g) if g.restart_state)))));
+}

@@ -279,6 +279,31 @@ impl Fsm {
         self.send_established(now, "ROUTE-REFRESH", Message::RouteRefresh(refresh))
     }
 
+    /// Tells the FSM that the caller wrote messages on the Established
+    /// connection itself (e.g. UPDATEs pre-encoded by the codec's packer):
+    /// restarts the KeepaliveTimer, as RFC 4271 §8.2.2 asks for every
+    /// UPDATE sent. Does nothing in other states.
+    pub fn messages_sent(&mut self, now: Instant) {
+        if self.state == State::Established {
+            self.arm_keepalive(now);
+        }
+    }
+
+    /// Replaces the configuration. It applies from the next connection on
+    /// (our OPEN is rebuilt now; a running session keeps what it
+    /// negotiated); e.g. clear `graceful_restart.restarting` once the
+    /// restart is over so later OPENs stop setting the R bit. To apply a
+    /// change at once, send `Event::AutomaticStop` with Cease / Other
+    /// Configuration Change.
+    pub fn set_config(&mut self, config: PeerConfig) {
+        self.local_open = negotiate::local_open(&config);
+        if self.state == State::Idle {
+            self.passive = config.passive;
+        }
+        self.backoff = Backoff::new(config.idle_hold_initial, config.idle_hold_max);
+        self.config = config;
+    }
+
     fn send_established(
         &mut self,
         now: Instant,
