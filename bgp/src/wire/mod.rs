@@ -74,4 +74,4 @@ pub use notification::{
 };
 pub use open::{Asn, HoldTime, Open, RouterId, AS_TRANS};
 pub use route_refresh::{RouteRefresh, RouteRefreshSubtype};
-pub use update::{pack_announcements, pack_withdrawals, Update};
+pub use update::{pack_announcements, pack_withdrawals, Routes, Update};

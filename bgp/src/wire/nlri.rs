@@ -448,19 +448,32 @@ impl Iterator for NlriIter<'_> {
         let (&len, r) = rest.split_first()?;
         let n = usize::from(len).div_ceil(8);
         let (bytes, r) = r.split_at_checked(n)?;
+        // Assemble the address from its significant octets without a
+        // variable-length copy: this is the per-prefix hot path.
         let prefix = if self.ipv6 {
-            let mut a = [0u8; 16];
-            a.get_mut(..n)?.copy_from_slice(bytes);
+            if n > 16 {
+                return None;
+            }
+            let mut a = 0u128;
+            for (i, b) in bytes.iter().enumerate() {
+                a |= u128::from(*b) << (120 - 8 * i);
+            }
             Prefix {
-                addr: IpAddr::V6(Ipv6Addr::from(mask_v6(u128::from_be_bytes(a), len))),
-                len: len.min(128),
+                addr: IpAddr::V6(Ipv6Addr::from(mask_v6(a, len))),
+                len,
             }
         } else {
-            let mut a = [0u8; 4];
-            a.get_mut(..n)?.copy_from_slice(bytes);
+            let a = match *bytes {
+                [] => 0,
+                [b0] => u32::from(b0) << 24,
+                [b0, b1] => u32::from_be_bytes([b0, b1, 0, 0]),
+                [b0, b1, b2] => u32::from_be_bytes([b0, b1, b2, 0]),
+                [b0, b1, b2, b3] => u32::from_be_bytes([b0, b1, b2, b3]),
+                _ => return None,
+            };
             Prefix {
-                addr: IpAddr::V4(Ipv4Addr::from(mask_v4(u32::from_be_bytes(a), len))),
-                len: len.min(32),
+                addr: IpAddr::V4(Ipv4Addr::from(mask_v4(a, len))),
+                len,
             }
         };
         self.rest = r;
