@@ -268,6 +268,38 @@ fn local_origination_and_withdrawal() {
 }
 
 #[test]
+fn updates_coalesce_and_skip_withdrawals_never_sent() {
+    let mut l = lab(1);
+    l.rib.take_updates(l.n1).unwrap();
+    // Announced and withdrawn between two takes: nothing to send.
+    l.rib
+        .announce(l.t[0], attrs(&[65001], tor(1)), [e("10.1.0.0/16")])
+        .unwrap();
+    l.rib.withdraw(l.t[0], [e("10.1.0.0/16")]).unwrap();
+    assert!(l.rib.take_updates(l.n1).unwrap().is_empty());
+    // Many changes to one prefix: one announcement of the latest.
+    for med in 0..50 {
+        let mut a = attrs(&[65001], tor(1));
+        a.med = Some(med);
+        l.rib.announce(l.t[0], a, [e("10.1.0.0/16")]).unwrap();
+    }
+    let ups = l.rib.take_updates(l.n1).unwrap();
+    match &ups[..] {
+        [OutUpdate::Announce {
+            attrs, prefixes, ..
+        }] => {
+            assert_eq!(prefixes, &vec![p("10.1.0.0/16")]);
+            assert_eq!(attrs.med, Some(49));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Sent, then withdrawn: the withdrawal goes out.
+    l.rib.withdraw(l.t[0], [e("10.1.0.0/16")]).unwrap();
+    let ups = l.rib.take_updates(l.n1).unwrap();
+    assert!(matches!(&ups[..], [OutUpdate::Withdraw { .. }]));
+}
+
+#[test]
 fn late_peer_gets_the_whole_table() {
     let mut l = lab(1);
     l.rib

@@ -43,6 +43,9 @@ pub(crate) struct OutEntry {
     pub(crate) attrs: Option<Arc<PathAttrs>>,
     /// Queued in `pending`.
     pub(crate) pending: bool,
+    /// The peer holds an announcement from us (so a withdrawal must be
+    /// sent; one for a prefix it never heard is skipped).
+    pub(crate) sent: bool,
 }
 
 /// One family of one peer's Adj-RIB-Out, with the coalescing queue of
@@ -90,6 +93,7 @@ impl<K: TableKey> OutTable<K> {
                         OutEntry {
                             attrs,
                             pending: true,
+                            sent: false,
                         },
                     );
                     self.pending.push(key);
@@ -121,7 +125,7 @@ impl AdjOut {
 }
 
 /// The facts about a best path's source that export needs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct ExportSource {
     pub(crate) peer: PeerId,
     pub(crate) kind: SourceKind,
@@ -244,19 +248,32 @@ pub(crate) struct ExportMemo {
     last: Option<(MemoKey, Option<Arc<PathAttrs>>)>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// Everything an export result depends on besides the target's own
+/// settings (a change to those clears the memo).
+#[derive(Clone, Debug)]
 pub(crate) struct MemoKey {
-    pub(crate) attrs: usize,
-    pub(crate) src: PeerId,
+    /// The source attributes, held (not just their address) so the
+    /// allocation cannot be freed and reused by another set.
+    pub(crate) attrs: Arc<PathAttrs>,
+    pub(crate) src: ExportSource,
     pub(crate) family: Family,
     /// Which filter rule decided (usize::MAX: the default).
     pub(crate) rule: usize,
 }
 
+impl MemoKey {
+    fn same(&self, o: &MemoKey) -> bool {
+        Arc::ptr_eq(&self.attrs, &o.attrs)
+            && self.src == o.src
+            && self.family == o.family
+            && self.rule == o.rule
+    }
+}
+
 impl ExportMemo {
     pub(crate) fn get(&self, k: &MemoKey) -> Option<Option<Arc<PathAttrs>>> {
         match &self.last {
-            Some((key, v)) if key == k => Some(v.clone()),
+            Some((key, v)) if key.same(k) => Some(v.clone()),
             _ => None,
         }
     }

@@ -272,8 +272,8 @@ fn export_to(
     let sess = peer.session?;
     let (path, src) = best?;
     let key = MemoKey {
-        attrs: Arc::as_ptr(&path.attrs) as usize,
-        src: src.peer,
+        attrs: Arc::clone(&path.attrs),
+        src,
         family: family_of(prefix),
         rule: deciding_rule(&peer.cfg.export, prefix, &path.attrs),
     };
@@ -734,7 +734,7 @@ impl Rib {
     /// The pending best-route changes, each prefix once in its latest
     /// state, in first-change order (IPv4 first). Empties the queue.
     pub fn take_fib_changes(&mut self) -> Vec<FibChange> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.pending_fib_changes());
         self.drain_fib::<V4Key>(&mut out);
         self.drain_fib::<V6Key>(&mut out);
         out
@@ -913,8 +913,12 @@ fn drain_out<K: TableKey>(t: &mut OutTable<K>) -> Vec<(Prefix, Option<Arc<PathAt
         let Some(e) = t.map.get_mut(&k) else { continue };
         e.pending = false;
         let attrs = e.attrs.clone();
+        let sent = std::mem::replace(&mut e.sent, attrs.is_some());
         if attrs.is_none() {
             t.map.remove(&k);
+            if !sent {
+                continue;
+            }
         }
         changes.push((k.prefix(), attrs));
     }
