@@ -13,6 +13,11 @@
 //!                                   └──────────────────────────────────────┘
 //! ```
 //!
+//! An IPv6 pod (single-stack) gets `fdXX::/128` on eth0 and a default route
+//! via `fe80::1`, the link-local address of its host-side veth; the node
+//! forwards IPv6 and routes `/128`s to the veths. DAD is off in the test
+//! namespaces so addresses are usable at once.
+//!
 //! Owns: building that layout with the test's name prefix, starting a
 //! `netprobe serve` in each pod, probing every pod from every pod in
 //! parallel, and printing matrices and their differences. Everything lives
@@ -20,7 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,7 +38,8 @@ use crate::{run_with_timeout, unique_prefix, wait_for, Daemon, Netns};
 pub struct PodDef {
     pub namespace: String,
     pub name: String,
-    pub ip: Ipv4Addr,
+    /// The pod's one address (IPv4 or IPv6: single-stack pods).
+    pub ip: IpAddr,
     /// Host-side veth name (`naming::host_interface_name(ns, pod)`).
     pub iface: String,
 }
@@ -98,6 +104,8 @@ impl PodGrid {
         let prefix = unique_prefix(tag);
         let node = Netns::named(&format!("{prefix}-node"))?;
         node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+        node.run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        node.run("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"])?;
         node.run(
             "ip",
             &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
@@ -131,7 +139,11 @@ impl PodGrid {
     fn add_pod(&self, def: PodDef) -> Result<PodNet> {
         let ns = Netns::named(&format!("{}-{}-{}", self.prefix, def.namespace, def.name))?;
         let node = self.node.name();
-        let ip = format!("{}/32", def.ip);
+        let v6 = def.ip.is_ipv6();
+        let host_len = if v6 { 128 } else { 32 };
+        let ip = format!("{}/{host_len}", def.ip);
+        ns.run("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"])?;
+        ns.run("sysctl", &["-qw", "net.ipv6.conf.all.accept_dad=0"])?;
         // The pair is made inside the pod namespace and one end moved to
         // the node: nothing is created in the machine's own namespace.
         ns.run(
@@ -141,44 +153,59 @@ impl PodGrid {
             ],
         )?;
         ns.run("ip", &["link", "set", &def.iface, "netns", node])?;
-        ns.run("ip", &["addr", "add", &ip, "dev", "eth0"])?;
-        ns.run("ip", &["link", "set", "eth0", "up"])?;
-        ns.run(
-            "ip",
-            &[
-                "route",
-                "add",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "scope",
-                "link",
-            ],
-        )?;
-        ns.run(
-            "ip",
-            &[
-                "route",
-                "add",
-                "default",
-                "via",
-                "169.254.1.1",
-                "dev",
-                "eth0",
-                "onlink",
-            ],
-        )?;
         let iface = &def.iface;
-        self.node.run(
-            "sysctl",
-            &["-qw", &format!("net.ipv4.conf.{iface}.proxy_arp=1")],
-        )?;
-        // Proxy ARP answers after a random delay up to proxy_delay by
-        // default; a CNI sets it to 0 and so do we.
-        self.node.run(
-            "sysctl",
-            &["-qw", &format!("net.ipv4.neigh.{iface}.proxy_delay=0")],
-        )?;
+        if v6 {
+            ns.run("ip", &["-6", "addr", "add", &ip, "dev", "eth0", "nodad"])?;
+            ns.run("ip", &["link", "set", "eth0", "up"])?;
+            ns.run(
+                "ip",
+                &[
+                    "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
+                ],
+            )?;
+            self.node.run(
+                "ip",
+                &["-6", "addr", "add", "fe80::1/64", "dev", iface, "nodad"],
+            )?;
+        } else {
+            ns.run("ip", &["addr", "add", &ip, "dev", "eth0"])?;
+            ns.run("ip", &["link", "set", "eth0", "up"])?;
+            ns.run(
+                "ip",
+                &[
+                    "route",
+                    "add",
+                    "169.254.1.1",
+                    "dev",
+                    "eth0",
+                    "scope",
+                    "link",
+                ],
+            )?;
+            ns.run(
+                "ip",
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "169.254.1.1",
+                    "dev",
+                    "eth0",
+                    "onlink",
+                ],
+            )?;
+            self.node.run(
+                "sysctl",
+                &["-qw", &format!("net.ipv4.conf.{iface}.proxy_arp=1")],
+            )?;
+            // Proxy ARP answers after a random delay up to proxy_delay by
+            // default; a CNI sets it to 0 and so do we.
+            self.node.run(
+                "sysctl",
+                &["-qw", &format!("net.ipv4.neigh.{iface}.proxy_delay=0")],
+            )?;
+        }
         self.node.run("ip", &["link", "set", iface, "up"])?;
         self.node
             .run("ip", &["route", "add", &ip, "dev", iface])
@@ -195,7 +222,7 @@ impl PodGrid {
     /// Waits until every pod answers itself on every served port.
     fn wait_serving(&self) -> Result<()> {
         for pod in &self.pods {
-            let targets: Vec<(Proto, Ipv4Addr, u16)> = [Proto::Tcp, Proto::Udp]
+            let targets: Vec<(Proto, IpAddr, u16)> = [Proto::Tcp, Proto::Udp]
                 .into_iter()
                 .flat_map(|p| SERVED_PORTS.map(|port| (p, pod.def.ip, port)))
                 .collect();
@@ -217,12 +244,14 @@ impl PodGrid {
     pub fn probe_from(
         &self,
         from: &PodNet,
-        targets: &[(Proto, Ipv4Addr, u16)],
+        targets: &[(Proto, IpAddr, u16)],
         timeout: Duration,
     ) -> Result<Vec<bool>> {
         let specs: Vec<String> = targets
             .iter()
-            .map(|(p, ip, port)| format!("{}:{ip}:{port}", p.as_str()))
+            .map(|(p, ip, port)| {
+                format!("{}:{}", p.as_str(), std::net::SocketAddr::new(*ip, *port))
+            })
             .collect();
         let ms = timeout.as_millis().to_string();
         // Source ports 20000..60000 handed out in order: ~1000 matrices of
@@ -261,7 +290,7 @@ impl PodGrid {
 
     /// Probes every pod from every pod on `ports`, all sources in parallel.
     pub fn probe_matrix(&self, ports: &[(Proto, u16)], timeout: Duration) -> Result<Matrix> {
-        let targets: Vec<(Proto, Ipv4Addr, u16)> = self
+        let targets: Vec<(Proto, IpAddr, u16)> = self
             .pods
             .iter()
             .flat_map(|to| ports.iter().map(move |(p, port)| (*p, to.def.ip, *port)))

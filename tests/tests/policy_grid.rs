@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,13 +56,26 @@ const TOOLS: [&str; 5] = [
     "ip6tables-nft-restore",
 ];
 
-fn ip_of(ns: &str, pod: &str) -> std::net::Ipv4Addr {
+fn grid_index(ns: &str, pod: &str) -> u16 {
     let i = NAMESPACES.iter().position(|n| *n == ns).unwrap();
     let j = PODS.iter().position(|p| *p == pod).unwrap();
-    std::net::Ipv4Addr::new(10, 244, 1, u8::try_from(10 + i * 3 + j).unwrap())
+    u16::try_from(10 + i * 3 + j).unwrap()
 }
 
-fn defs(pods: &[(&str, &str)]) -> Vec<PodDef> {
+/// x/a 10.244.1.10, x/b .11, ... z/c .18.
+fn ip4_of(ns: &str, pod: &str) -> IpAddr {
+    let host = u8::try_from(grid_index(ns, pod)).unwrap();
+    Ipv4Addr::new(10, 244, 1, host).into()
+}
+
+/// x/a fd00::1:a, x/b fd00::1:b, ... z/c fd00::1:12 (hex of 10..18).
+fn ip6_of(ns: &str, pod: &str) -> IpAddr {
+    Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 1, grid_index(ns, pod)).into()
+}
+
+type IpOf = fn(&str, &str) -> IpAddr;
+
+fn defs(pods: &[(&str, &str)], ip_of: IpOf) -> Vec<PodDef> {
     pods.iter()
         .map(|(ns, pod)| PodDef {
             namespace: ns.to_string(),
@@ -87,7 +101,7 @@ struct World {
 }
 
 impl World {
-    fn new(pods: &[(&str, &str)]) -> World {
+    fn new(pods: &[(&str, &str)], ip_of: IpOf) -> World {
         let mut namespaces = BTreeMap::new();
         for ns in pods.iter().map(|(ns, _)| *ns).collect::<BTreeSet<_>>() {
             let obj = serde_json::json!({
@@ -205,9 +219,13 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(tag: &str, pods: &[(&str, &str)]) -> Harness {
-        let grid =
-            PodGrid::build(tag, &defs(pods), env!("CARGO_BIN_EXE_netprobe").as_ref()).unwrap();
+    fn new(tag: &str, pods: &[(&str, &str)], ip_of: IpOf) -> Harness {
+        let grid = PodGrid::build(
+            tag,
+            &defs(pods, ip_of),
+            env!("CARGO_BIN_EXE_netprobe").as_ref(),
+        )
+        .unwrap();
         let runner = ProcessRunner::in_netns(grid.node().name());
         // A fresh namespace holds no rules: the choice falls to the default.
         let decision = backend::detect(&runner, None).unwrap();
@@ -215,7 +233,7 @@ impl Harness {
         let applier = Applier::new(Dataplane::new(Box::new(runner), decision.backend));
         Harness {
             grid,
-            world: World::new(pods),
+            world: World::new(pods, ip_of),
             applier,
             failures: Vec::new(),
             cases: 0,
@@ -410,7 +428,7 @@ fn policy_grid_matches_api_semantics() {
         return;
     }
     let started = Instant::now();
-    let mut h = Harness::new("pgrid", &full_grid());
+    let mut h = Harness::new("pgrid", &full_grid(), ip4_of);
     eprintln!("grid built in {:?}", started.elapsed());
 
     h.case("no policy", "", all());
@@ -662,6 +680,62 @@ fn policy_grid_matches_api_semantics() {
     h.finish();
 }
 
+/// The same machinery on single-stack IPv6 pods: ip6tables chains, inet6
+/// sets, and IPv4 ipBlocks that must not match IPv6 peers.
+#[test]
+fn policy_grid_ipv6() {
+    if !require_netns("policy_grid_ipv6", &TOOLS) {
+        return;
+    }
+    let started = Instant::now();
+    let mut h = Harness::new("pgrid6", &full_grid(), ip6_of);
+    h.case("v6: no policy", "", all());
+    h.case(
+        "v6: deny all ingress in x",
+        "metadata: {name: deny-ingress}\nspec: {podSelector: {}, policyTypes: [Ingress]}",
+        Box::new(|_, t, _, _| ns(t) != "x"),
+    );
+    h.case(
+        "v6: allow ingress from a namespace by label",
+        "metadata: {name: from-y}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  \
+         ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]",
+        Box::new(|f, t, _, _| t != "x/a" || ns(f) == "y"),
+    );
+    h.case(
+        "v6: ipBlock with except",
+        "metadata: {name: cidr6}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  \
+         ingress: [{from: [{ipBlock: {cidr: 'fd00::1:0/112', except: ['fd00::1:e/128']}}]}]",
+        // fd00::1:e is y/b (index 14).
+        Box::new(|f, t, _, _| t != "x/a" || f != "y/b"),
+    );
+    h.case(
+        "v6: an IPv4 ipBlock matches no IPv6 peer",
+        "metadata: {name: v4-only}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  \
+         ingress: [{from: [{ipBlock: {cidr: 0.0.0.0/0}}]}]",
+        Box::new(|_, t, _, _| t != "x/a"),
+    );
+    h.case(
+        "v6: named port",
+        "metadata: {name: named}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  \
+         ingress: [{ports: [{protocol: UDP, port: serve-81-udp}]}]",
+        Box::new(|_, t, p, port| t != "x/a" || (p == Proto::Udp && port == 81)),
+    );
+    h.case(
+        "v6: egress to one pod on one port",
+        "metadata: {name: to-b}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  \
+         egress: [{to: [{podSelector: {matchLabels: {pod: b}}}], ports: [{protocol: TCP, port: 80}]}]",
+        Box::new(|f, t, p, port| f != "x/a" || (t == "x/b" && p == Proto::Tcp && port == 80)),
+    );
+    h.case(
+        "v6: egress to ::/0 allows everything",
+        "metadata: {name: to-all}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  policyTypes: [Egress]\n  \
+         egress: [{to: [{ipBlock: {cidr: '::/0'}}]}]",
+        all(),
+    );
+    eprintln!("{} IPv6 cases in {:?}", h.cases, started.elapsed());
+    h.finish();
+}
+
 /// A runner that corrupts the next iptables-restore payload once, so the
 /// real tool fails with its real error in the middle of a real update.
 #[derive(Debug)]
@@ -724,7 +798,7 @@ fn policy_bad_input_and_failed_apply_keep_last_good_state() {
         return;
     }
     let pods = [("x", "a"), ("x", "b"), ("y", "a")];
-    let mut h = Harness::new("pbad", &pods);
+    let mut h = Harness::new("pbad", &pods, ip4_of);
 
     // One good policy (x only from x/a), one with a bad CIDR, one with a
     // bad selector.

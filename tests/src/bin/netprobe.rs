@@ -133,8 +133,11 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
     }
     let mut threads = Vec::new();
     for port in tcp {
-        let listener =
-            TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("tcp {port}: {e}"))?;
+        // `[::]` is dual-stack in a fresh namespace (bindv6only=0); fall
+        // back to IPv4 where IPv6 is off.
+        let listener = TcpListener::bind(("::", port))
+            .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+            .map_err(|e| format!("tcp {port}: {e}"))?;
         threads.push(std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
                 std::thread::spawn(move || answer_tcp(conn));
@@ -142,7 +145,9 @@ fn serve(args: &[String]) -> Result<ExitCode, String> {
         }));
     }
     for port in udp {
-        let sock = UdpSocket::bind(("0.0.0.0", port)).map_err(|e| format!("udp {port}: {e}"))?;
+        let sock = UdpSocket::bind(("::", port))
+            .or_else(|_| UdpSocket::bind(("0.0.0.0", port)))
+            .map_err(|e| format!("udp {port}: {e}"))?;
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             while let Ok((n, peer)) = sock.recv_from(&mut buf) {
