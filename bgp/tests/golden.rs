@@ -181,100 +181,81 @@ fn load(scenario: &str) -> BTreeMap<String, Stream> {
 /// canonical one, so byte equality cannot be asked for; returns why. The
 /// codec's canonical form, per message kind:
 ///
-/// - OPEN: one capability per Optional Parameter (RFC 5492 §4 allows
-///   either). BIRD and GoBGP both pack all capabilities into a single
-///   parameter, so no captured OPEN is canonical.
-/// - UPDATE: path attributes in ascending type code, Extended Length only
-///   when the value exceeds 255 octets (RFC 4271 §4.3). BIRD sends
-///   MP_REACH_NLRI/MP_UNREACH_NLRI first and with Extended Length set
-///   whatever their size; GoBGP sends AGGREGATOR before NEXT_HOP and
-///   MP_REACH_NLRI after COMMUNITIES.
+/// - OPEN: every capability in one Optional Parameter (as BIRD and GoBGP
+///   send them; RFC 5492 §4 also allows one parameter per capability).
+/// - UPDATE: MP_REACH_NLRI first, then MP_UNREACH_NLRI (RFC 7606 §5.1),
+///   then the other attributes in ascending type code; MP_REACH_NLRI
+///   always with Extended Length (2-octet length), every other attribute
+///   with it only when its value exceeds 255 octets (RFC 4271 §4.3).
+///   BIRD's UPDATEs are canonical; GoBGP sends AGGREGATOR before NEXT_HOP
+///   and MP_REACH_NLRI after the other attributes with a 1-octet length.
 /// - KEEPALIVE, NOTIFICATION, ROUTE-REFRESH: always canonical.
 ///
-/// Anything else must re-encode byte for byte; the exceptions are decided
-/// from the captured bytes here, not from the codec.
+/// Anything else must re-encode byte for byte. The exceptions are decided
+/// from the captured bytes here, not by asking the codec.
 fn reencode_exception(raw: &[u8]) -> Option<&'static str> {
     match raw.get(18) {
-        Some(1) if open_packs_capabilities(raw) => {
-            Some("OPEN packs several capabilities into one Optional Parameter")
+        Some(1) if capability_parameters(raw) > 1 => {
+            Some("OPEN spreads capabilities over several Optional Parameters")
         }
-        Some(2) => {
-            let (ascending, short_extended) = update_attribute_layout(raw);
-            if !ascending {
-                Some("UPDATE path attributes not in ascending type order")
-            } else if short_extended {
-                Some("UPDATE uses Extended Length for an attribute under 256 octets")
-            } else {
-                None
-            }
-        }
+        Some(2) => update_layout_issue(raw),
         _ => None,
     }
 }
 
-/// True when an OPEN has an Optional Parameter holding more than one
-/// capability (RFC 5492 §4; RFC 4271 §4.2 layout, non-extended).
-fn open_packs_capabilities(raw: &[u8]) -> bool {
+/// How many Optional Parameters of an OPEN carry capabilities (RFC 5492
+/// §4; RFC 4271 §4.2 layout, non-extended).
+fn capability_parameters(raw: &[u8]) -> usize {
     let Some(&opt_len) = raw.get(28) else {
-        return false;
+        return 0;
     };
     let mut params = raw.get(29..29 + usize::from(opt_len)).unwrap_or_default();
+    let mut count = 0;
     while let [ptype, plen, rest @ ..] = params {
-        let Some((value, next)) = rest.split_at_checked(usize::from(*plen)) else {
-            return false;
-        };
-        if *ptype == 2 {
-            let mut caps = value;
-            let mut count = 0;
-            while let [_code, clen, crest @ ..] = caps {
-                count += 1;
-                caps = crest.get(usize::from(*clen)..).unwrap_or_default();
-            }
-            if count > 1 {
-                return true;
-            }
-        }
-        params = next;
+        count += usize::from(*ptype == 2);
+        params = rest.get(usize::from(*plen)..).unwrap_or_default();
     }
-    false
+    count
 }
 
-/// Walks an UPDATE's path attributes (RFC 4271 §4.3): are the type codes
-/// ascending, and is Extended Length used on a value under 256 octets?
-fn update_attribute_layout(raw: &[u8]) -> (bool, bool) {
-    let body = raw.get(19..).unwrap_or_default();
-    let Some((wd, body)) = body.split_first_chunk::<2>() else {
-        return (true, false);
+/// Walks an UPDATE's path attributes (RFC 4271 §4.3) and says how their
+/// layout departs from the canonical one, if it does.
+fn update_layout_issue(raw: &[u8]) -> Option<&'static str> {
+    const MP_REACH: u8 = 14;
+    const MP_UNREACH: u8 = 15;
+    let body = raw.get(19..)?;
+    let (wd, body) = body.split_first_chunk::<2>()?;
+    let body = body.get(usize::from(u16::from_be_bytes(*wd))..)?;
+    let (al, body) = body.split_first_chunk::<2>()?;
+    let mut attrs = body.get(..usize::from(u16::from_be_bytes(*al)))?;
+    // Canonical rank: MP_REACH, MP_UNREACH, then type code.
+    let rank = |code: u8| match code {
+        MP_REACH => 0u16,
+        MP_UNREACH => 1,
+        c => 2 + u16::from(c),
     };
-    let body = body
-        .get(usize::from(u16::from_be_bytes(*wd))..)
-        .unwrap_or_default();
-    let Some((al, body)) = body.split_first_chunk::<2>() else {
-        return (true, false);
-    };
-    let mut attrs = body
-        .get(..usize::from(u16::from_be_bytes(*al)))
-        .unwrap_or_default();
-    let (mut ascending, mut short_extended, mut last) = (true, false, 0u8);
+    let (mut last, mut issue) = (None, None);
     while let [flags, code, rest @ ..] = attrs {
-        let (len, rest) = if flags & 0x10 != 0 {
-            let Some((l, r)) = rest.split_first_chunk::<2>() else {
-                break;
-            };
-            let len = usize::from(u16::from_be_bytes(*l));
-            short_extended |= len < 256;
-            (len, r)
+        let extended = flags & 0x10 != 0;
+        let (len, rest) = if extended {
+            let (l, r) = rest.split_first_chunk::<2>()?;
+            (usize::from(u16::from_be_bytes(*l)), r)
         } else {
-            let Some((l, r)) = rest.split_first() else {
-                break;
-            };
+            let (l, r) = rest.split_first()?;
             (usize::from(*l), r)
         };
-        ascending &= *code > last;
-        last = *code;
-        attrs = rest.get(len..).unwrap_or_default();
+        if last.is_some_and(|l| rank(*code) <= l) {
+            return Some("UPDATE path attributes not in canonical order");
+        }
+        last = Some(rank(*code));
+        if *code == MP_REACH && !extended {
+            issue = Some("UPDATE MP_REACH_NLRI with a 1-octet length");
+        } else if *code != MP_REACH && extended && len <= 255 {
+            issue = Some("UPDATE uses Extended Length for an attribute under 256 octets");
+        }
+        attrs = rest.get(len..)?;
     }
-    (ascending, short_extended)
+    issue
 }
 
 /// Checks every message of a stream: no RFC 7606 outcome, and it

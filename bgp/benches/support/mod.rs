@@ -77,9 +77,9 @@ pub fn v4_stream() -> (Vec<u8>, usize) {
     (out, messages)
 }
 
-/// The IPv6 stream: UPDATEs with ORIGIN, AS_PATH, MED, COMMUNITIES and
-/// then MP_REACH_NLRI (extended length; next hop 2001:db8::1) holding as
-/// many /48 as fit in 4096 octets. Returns the bytes and the number of
+/// The IPv6 stream: UPDATEs with MP_REACH_NLRI (extended length; next
+/// hop 2001:db8::1) holding as many /48 as fit in 4096 octets, then
+/// ORIGIN, AS_PATH, MED and COMMUNITIES. Returns the bytes and the number of
 /// messages.
 pub fn v6_stream() -> (Vec<u8>, usize) {
     let mut out = Vec::with_capacity(V6_PREFIXES as usize * 7 + 20_000);
@@ -90,22 +90,26 @@ pub fn v6_stream() -> (Vec<u8>, usize) {
         out.extend_from_slice(&[0, 0]);
         let attr_len_at = out.len();
         out.extend_from_slice(&[0, 0]);
-        for a in [&ORIGIN[..], &AS_PATH, &MED, &COMMUNITIES] {
-            out.extend_from_slice(a);
-        }
-        // Optional + Extended Length, type 14, 2-octet length.
+        // MP_REACH_NLRI first (RFC 7606 §5.1): Optional + Extended
+        // Length, type 14, 2-octet length; IPv6 unicast, 16-octet next hop.
         out.extend_from_slice(&[0x90, 14, 0, 0]);
         let mp_len_at = out.len() - 2;
         out.extend_from_slice(&[0, 2, 1, 16]);
         out.extend_from_slice(&V6_NEXT_HOP);
         out.push(0);
-        while i < V6_PREFIXES && out.len() - start + 7 <= MAX_MESSAGE {
+        // Leave room for the attributes that follow the NLRI.
+        let tail = ORIGIN.len() + AS_PATH.len() + MED.len() + COMMUNITIES.len();
+        while i < V6_PREFIXES && out.len() - start + 7 + tail <= MAX_MESSAGE {
             out.push(48);
             out.extend_from_slice(&v6_prefix_octets(i));
             i += 1;
         }
+        let mp_end = out.len();
+        patch16(&mut out, mp_len_at, mp_end - mp_len_at - 2);
+        for a in [&ORIGIN[..], &AS_PATH, &MED, &COMMUNITIES] {
+            out.extend_from_slice(a);
+        }
         let end = out.len();
-        patch16(&mut out, mp_len_at, end - mp_len_at - 2);
         patch16(&mut out, attr_len_at, end - attr_len_at - 2);
         patch16(&mut out, start + 16, end - start);
         messages += 1;
@@ -133,11 +137,18 @@ pub fn bare_walk(mut buf: &[u8]) -> Option<(u64, u64)> {
         let (attr_len, body) = body.split_first_chunk::<2>()?;
         let mut nlri = body.get(usize::from(u16::from_be_bytes(*attr_len))..)?;
         while let Some((&plen, rest)) = nlri.split_first() {
+            if plen > 32 {
+                return None;
+            }
             let n = usize::from(plen).div_ceil(8);
             let (addr, rest) = rest.split_at_checked(n)?;
-            let mut a = [0u8; 4];
-            a.get_mut(..n)?.copy_from_slice(addr);
-            sum = sum.wrapping_add(u64::from(u32::from_be_bytes(a)) ^ u64::from(plen));
+            // Shift the octets in rather than copy: no memcpy per prefix.
+            let mut a = 0u32;
+            for &b in addr {
+                a = (a << 8) | u32::from(b);
+            }
+            let a = a.checked_shl(8 * (4 - n as u32)).unwrap_or(0);
+            sum = sum.wrapping_add(u64::from(a) ^ u64::from(plen));
             count += 1;
             nlri = rest;
         }
