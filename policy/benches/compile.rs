@@ -35,7 +35,12 @@ fn remote_pod(ns: usize, j: usize, app: &str) -> k8s_openapi::api::core::v1::Pod
         &[("app", app), ("tier", &tier)],
         &ip,
     );
-    with_port(pod, "http", if j.is_multiple_of(2) { 8080 } else { 9090 }, "TCP")
+    with_port(
+        pod,
+        "http",
+        if j.is_multiple_of(2) { 8080 } else { 9090 },
+        "TCP",
+    )
 }
 
 fn cluster() -> Snapshot {

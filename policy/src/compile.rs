@@ -15,8 +15,9 @@
 //!   -o tort+ -j TORT-TO-WL     (ingress of dest)    (then back to INPUT: the host's firewall decides)
 //!   -i/-o tort+ ACCEPT         (both sides passed)
 //!
-//!  TORT-FROM-WL: -i <iface> -g TORT-FW-<pod>  …  -i <unknown> DROP … DROP (fail closed)
-//!  TORT-TO-WL:   -o <iface> -g TORT-TW-<pod>  …  -o <unknown> DROP … DROP
+//!  TORT-FROM-WL: -i tort0+ -g TORT-FROM-WL-0 … -i tortf+ -g TORT-FROM-WL-f, DROP (fail closed)
+//!   TORT-FROM-WL-3: -i tort3… -g TORT-FW-<pod> … -i <unknown tort3…> DROP, DROP
+//!  TORT-TO-WL (the same with -o and TORT-TW-<pod>)
 //!
 //!  TORT-TW-<pod> (one per local workload and direction)
 //!   MARK 0/0x10000                  ; clear the accept bit
@@ -587,9 +588,6 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
             Err(e) => errors.push(e),
         }
     }
-    errors
-        .sort_by(|a, b| (&a.namespace, &a.name, &a.field).cmp(&(&b.namespace, &b.name, &b.field)));
-    errors.dedup();
 
     let mut ruleset = Ruleset::default();
     let mut sets: BTreeSet<SetSpec> = BTreeSet::new();
@@ -598,11 +596,27 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
     let mut locals: Vec<&model::LocalWorkload> = snapshot.local.iter().collect();
     locals.sort_by(|a, b| a.interface.cmp(&b.interface));
     locals.dedup_by(|a, b| a.interface == b.interface);
-    let mut dispatch: Vec<(String, Option<(String, String)>)> = Vec::new(); // iface -> workload chains
+    let mut dispatch: Vec<(String, (String, String))> = Vec::new(); // iface -> workload chains
     let mut unknown: BTreeSet<String> = snapshot.unknown_interfaces.iter().cloned().collect();
     let mut used_policies: BTreeSet<(String, String)> = BTreeSet::new();
     let mut workload_chains: Vec<(String, Chain, Family)> = Vec::new();
     for wl in locals {
+        if !wl.interface.starts_with(naming::INTERFACE_PREFIX) {
+            // FORWARD only sends `tort+` traffic to tortie's chains: policy
+            // for this pod could never be enforced, so say so loudly.
+            errors.push(PolicyError {
+                kind: "Pod",
+                namespace: wl.namespace.clone(),
+                name: wl.pod.clone(),
+                field: "interface".into(),
+                problem: format!(
+                    "host interface {:?} does not start with {:?}; its traffic bypasses policy",
+                    wl.interface,
+                    naming::INTERFACE_PREFIX
+                ),
+            });
+            continue;
+        }
         let Some(pod) = index.pod(&wl.namespace, &wl.pod) else {
             // A veth whose pod is gone, host-network or finished: fail closed.
             unknown.insert(wl.interface.clone());
@@ -676,7 +690,7 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
             }
         }
         unknown.remove(&wl.interface);
-        dispatch.push((wl.interface.clone(), Some(names)));
+        dispatch.push((wl.interface.clone(), names));
     }
     for (name, chain, family) in workload_chains {
         ruleset.table_mut(family).chains.insert(name, chain);
@@ -707,6 +721,11 @@ pub fn compile(snapshot: &Snapshot) -> Compiled {
 
     // Sets the chains use, with their members.
     materialize_sets(&index, &sets, &mut ruleset);
+
+    errors.sort_by(|a, b| {
+        (a.kind, &a.namespace, &a.name, &a.field).cmp(&(b.kind, &b.namespace, &b.name, &b.field))
+    });
+    errors.dedup();
 
     Compiled { ruleset, errors }
 }
@@ -862,7 +881,7 @@ fn ct(states: &[CtState]) -> Match {
 }
 
 fn fixed_chains(
-    dispatch: &[(String, Option<(String, String)>)],
+    dispatch: &[(String, (String, String))],
     unknown: &BTreeSet<String>,
 ) -> Vec<(String, Chain)> {
     use CtState::{Established, Invalid, Related};
@@ -921,56 +940,104 @@ fn fixed_chains(
             rule(vec![tort_out()], Action::Accept, Note::HostToPod),
         ],
     };
-    let mut from_wl = Chain::default();
-    let mut to_wl = Chain::default();
-    for (iface, chains) in dispatch {
-        if let Some((ingress, egress)) = chains {
-            from_wl.rules.push(rule(
-                vec![Match::InIface(Iface::Exact(iface.clone()))],
-                Action::Goto(egress.clone()),
-                Note::Plumbing,
-            ));
-            to_wl.rules.push(rule(
-                vec![Match::OutIface(Iface::Exact(iface.clone()))],
-                Action::Goto(ingress.clone()),
-                Note::Plumbing,
-            ));
-        }
+    let mut chains = vec![
+        (BuiltinChain::Forward.target().to_string(), forward),
+        (BuiltinChain::Input.target().to_string(), input),
+        (BuiltinChain::Output.target().to_string(), output),
+    ];
+    chains.extend(dispatch_chains(Direction::Egress, dispatch, unknown));
+    chains.extend(dispatch_chains(Direction::Ingress, dispatch, unknown));
+    chains
+}
+
+/// The dispatch bucket of an interface: the hex digit after `tort`.
+fn bucket(iface: &str) -> Option<char> {
+    let c = iface
+        .strip_prefix(naming::INTERFACE_PREFIX)?
+        .chars()
+        .next()?;
+    (c.is_ascii_digit() || ('a'..='f').contains(&c)).then_some(c)
+}
+
+/// `TORT-FROM-WL` (egress) / `TORT-TO-WL` (ingress) and their buckets.
+///
+/// A NEW packet would otherwise walk one rule per local workload; the top
+/// chain fans out on the first hex digit of the interface name (`-i tort3+`
+/// → `TORT-FROM-WL-3`), so a lookup costs at most 16 + n/16 rules, and a pod
+/// added or removed rewrites only its bucket. Each level ends in DROP: a
+/// `tort` interface nobody dispatched is a workload we know nothing about.
+fn dispatch_chains(
+    direction: Direction,
+    dispatch: &[(String, (String, String))],
+    unknown: &BTreeSet<String>,
+) -> Vec<(String, Chain)> {
+    let top_name = match direction {
+        Direction::Egress => FROM_WORKLOAD_CHAIN,
+        Direction::Ingress => TO_WORKLOAD_CHAIN,
+    };
+    let iface_match = |i: Iface| match direction {
+        Direction::Egress => Match::InIface(i),
+        Direction::Ingress => Match::OutIface(i),
+    };
+    let mut top = Chain::default();
+    let mut buckets: BTreeMap<char, Chain> = BTreeMap::new();
+    let mut entries: Vec<(&String, Rule)> = Vec::new();
+    for (iface, (ingress, egress)) in dispatch {
+        let target = match direction {
+            Direction::Egress => egress,
+            Direction::Ingress => ingress,
+        };
+        let r = rule(
+            vec![iface_match(Iface::Exact(iface.clone()))],
+            Action::Goto(target.clone()),
+            Note::Plumbing,
+        );
+        entries.push((iface, r));
     }
     for iface in unknown {
         let note = Note::UnknownInterface {
             interface: Some(iface.clone()),
         };
-        from_wl.rules.push(rule(
-            vec![Match::InIface(Iface::Exact(iface.clone()))],
-            Action::Drop,
-            note.clone(),
-        ));
-        to_wl.rules.push(rule(
-            vec![Match::OutIface(Iface::Exact(iface.clone()))],
-            Action::Drop,
-            note,
+        entries.push((
+            iface,
+            rule(
+                vec![iface_match(Iface::Exact(iface.clone()))],
+                Action::Drop,
+                note,
+            ),
         ));
     }
-    // Only `tort+` traffic enters these chains: whatever is not dispatched
-    // above is a workload interface we know nothing about.
-    from_wl.rules.push(rule(
-        vec![],
-        Action::Drop,
-        Note::UnknownInterface { interface: None },
-    ));
-    to_wl.rules.push(rule(
-        vec![],
-        Action::Drop,
-        Note::UnknownInterface { interface: None },
-    ));
-    vec![
-        (BuiltinChain::Forward.target().to_string(), forward),
-        (BuiltinChain::Input.target().to_string(), input),
-        (BuiltinChain::Output.target().to_string(), output),
-        (from, from_wl),
-        (to, to_wl),
-    ]
+    for (iface, r) in entries {
+        match bucket(iface) {
+            Some(b) => buckets.entry(b).or_default().rules.push(r),
+            None => top.rules.push(r),
+        }
+    }
+    let fail_closed = || {
+        rule(
+            vec![],
+            Action::Drop,
+            Note::UnknownInterface { interface: None },
+        )
+    };
+    let mut out = Vec::new();
+    for (b, mut chain) in buckets {
+        let name = format!("{top_name}-{b}");
+        top.rules.push(rule(
+            vec![iface_match(Iface::Prefix(format!(
+                "{}{b}",
+                naming::INTERFACE_PREFIX
+            )))],
+            Action::Goto(name.clone()),
+            Note::Plumbing,
+        ));
+        chain.rules.push(fail_closed());
+        out.push((name, chain));
+    }
+    // Only `tort+` traffic enters the top chain.
+    top.rules.push(fail_closed());
+    out.push((top_name.to_string(), top));
+    out
 }
 
 fn materialize_sets(index: &Index<'_>, sets: &BTreeSet<SetSpec>, ruleset: &mut Ruleset) {

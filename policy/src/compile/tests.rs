@@ -717,17 +717,25 @@ fn unknown_workload_interfaces_fail_closed() {
     // A veth for a pod the snapshot does not know.
     s.local.push(mk_local("prod", "ghost"));
     let c = compile(&s);
-    let from = c
+    let dispatch: Vec<&Chain> = c
         .ruleset
         .v4
         .chains
-        .get(FROM_WORKLOAD_CHAIN)
-        .expect("dispatch");
-    let last = from.rules.last().expect("rules");
-    assert_eq!(last.action, Action::Drop);
-    let dropped: Vec<String> = from
-        .rules
         .iter()
+        .filter(|(n, _)| n.starts_with(FROM_WORKLOAD_CHAIN))
+        .map(|(_, c)| c)
+        .collect();
+    for chain in &dispatch {
+        let last = chain.rules.last().expect("rules");
+        assert_eq!(
+            last.action,
+            Action::Drop,
+            "every dispatch level ends in DROP"
+        );
+    }
+    let dropped: Vec<String> = dispatch
+        .iter()
+        .flat_map(|c| c.rules.iter())
         .filter(|r| r.action == Action::Drop)
         .flat_map(|r| r.matches.iter())
         .filter_map(|m| match m {
@@ -1106,4 +1114,69 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn dispatch_fans_out_by_interface_digit_and_a_new_pod_touches_one_bucket() {
+    let mut s = cluster(vec![mk_policy("prod", "p", json!({"podSelector": {}}))]);
+    let before = compile(&s);
+    let top = before
+        .ruleset
+        .v4
+        .chains
+        .get(FROM_WORKLOAD_CHAIN)
+        .expect("top");
+    assert!(top.rules.len() <= 17);
+    // A new local pod in a bucket that already exists.
+    let taken: BTreeSet<char> = s
+        .local
+        .iter()
+        .filter_map(|w| bucket(&w.interface))
+        .collect();
+    let name = (0..1000)
+        .map(|i| format!("new-{i}"))
+        .find(|n| {
+            bucket(&naming::host_interface_name("dev", n)).is_some_and(|b| taken.contains(&b))
+        })
+        .expect("some name lands in a used bucket");
+    s.pods
+        .push(mk_pod("dev", &name, &[("app", "x")], "10.244.1.50"));
+    s.local.push(mk_local("dev", &name));
+    let after = compile(&s);
+    let u = diff(Some(&before.ruleset), &after.ruleset);
+    let b = bucket(&naming::host_interface_name("dev", &name)).expect("bucket");
+    let mut want = vec![
+        format!("{FROM_WORKLOAD_CHAIN}-{b}"),
+        format!("{TO_WORKLOAD_CHAIN}-{b}"),
+        naming::workload_chain("dev", &name, Direction::Ingress),
+        naming::workload_chain("dev", &name, Direction::Egress),
+    ];
+    want.sort();
+    assert_eq!(
+        u.touched_chains(),
+        want,
+        "only the pod's own chains and its bucket"
+    );
+    assert!(
+        !tcp(&s, pod("dev", &name), pod("prod", "web"), 80),
+        "web is isolated by prod/p"
+    );
+    assert!(
+        tcp(&s, pod("prod", "web"), pod("dev", &name), 80),
+        "the new pod is not"
+    );
+}
+
+#[test]
+fn a_workload_interface_without_the_prefix_is_reported() {
+    let mut s = cluster(vec![]);
+    for w in s.local.iter_mut().filter(|w| w.pod == "db") {
+        w.interface = "veth1234".into();
+    }
+    let c = compile(&s);
+    assert_eq!(c.errors.len(), 1);
+    assert_eq!(
+        c.errors[0].to_string(),
+        "Pod prod/db: interface: host interface \"veth1234\" does not start with \"tort\"; its traffic bypasses policy"
+    );
 }
