@@ -2,5 +2,6 @@
 //! programming, status and metrics. The binaries `tortie` and `tortie-cni`
 //! are thin front ends over this library.
 
+pub mod fib;
 pub mod manifests;
 pub mod status;

@@ -1,0 +1,26 @@
+//! FIB programming: the routes tortie puts in the kernel.
+//!
+//! - [`route`]: the kernel route model ([`KernelRoute`], [`NextHop`]) and
+//!   tortie's protocol number [`RTPROT_TORTIE`].
+//! - [`reconcile`]: the pure reconciler. It holds the desired routes, the
+//!   last known kernel state and per-route failures, and answers "what
+//!   should change" as a minimal list of [`Op`]s. No I/O.
+//! - [`netlink`]: the edge. One dump of tortie's routes per family, and a
+//!   pipelined writer that sends many route requests per `sendmsg` and
+//!   collects the kernel's answers by sequence number.
+//!
+//! Rules this module keeps:
+//! - Only routes whose protocol is [`RTPROT_TORTIE`] are ever replaced or
+//!   deleted; the kernel's, static, BIRD's and everyone else's are never
+//!   touched (deletes carry the protocol, which the kernel matches).
+//! - At start the routes already in the kernel stay until the speaker has
+//!   synced (graceful restart); only then are stale ones removed.
+//! - A route the kernel refuses is retried with backoff and never blocks
+//!   the others.
+
+pub mod netlink;
+pub mod reconcile;
+pub mod route;
+
+pub use reconcile::{Op, OpOutcome, Reconciler};
+pub use route::{KernelRoute, NextHop, RouteKey, RouteTarget, RTPROT_TORTIE};
