@@ -216,6 +216,8 @@ struct Harness {
     applier: Applier,
     failures: Vec<String>,
     cases: usize,
+    /// `tort*` interfaces on the node without a pod (fail closed).
+    unknown: Vec<String>,
 }
 
 impl Harness {
@@ -237,11 +239,13 @@ impl Harness {
             applier,
             failures: Vec::new(),
             cases: 0,
+            unknown: Vec::new(),
         }
     }
 
     fn compile(&self, yaml: &str) -> (Snapshot, Compiled) {
-        let snapshot = self.world.snapshot(policies(yaml));
+        let mut snapshot = self.world.snapshot(policies(yaml));
+        snapshot.unknown_interfaces = self.unknown.clone();
         let compiled = compile(&snapshot);
         (snapshot, compiled)
     }
@@ -733,6 +737,37 @@ fn policy_grid_ipv6() {
         all(),
     );
     eprintln!("{} IPv6 cases in {:?}", h.cases, started.elapsed());
+    h.finish();
+}
+
+/// A workload-looking interface whose pod the datastore does not know (a
+/// pod deleted while its veth lingers, a datastore lagging behind the CNI)
+/// gets no traffic in or out, policy or not.
+#[test]
+fn policy_unknown_workload_interface_fails_closed() {
+    if !require_netns("policy_unknown_workload_interface_fails_closed", &TOOLS) {
+        return;
+    }
+    let pods = [("x", "a"), ("x", "b"), ("ghost", "g")];
+    let ip_of: IpOf = |ns, pod| match ns {
+        "ghost" => Ipv4Addr::new(10, 244, 1, 50).into(),
+        _ => ip4_of(ns, pod),
+    };
+    let mut h = Harness::new("pghost", &pods, ip_of);
+    h.world.pods.remove("ghost/g");
+    h.world.namespaces.remove("ghost");
+    h.unknown = vec![host_interface_name("ghost", "g")];
+    let not_ghost = |f: &str, t: &str| ns(f) != "ghost" && ns(t) != "ghost";
+    h.case(
+        "unknown interface, no policy",
+        "",
+        Box::new(move |f, t, _, _| not_ghost(f, t)),
+    );
+    h.case(
+        "unknown interface, allow-all ingress policy",
+        "metadata: {name: allow-all}\nspec:\n  podSelector: {}\n  ingress: [{}]",
+        Box::new(move |f, t, _, _| not_ghost(f, t)),
+    );
     h.finish();
 }
 
