@@ -63,6 +63,9 @@ pub fn test_open(asn: u32, router_id: Ipv4Addr, hold_time: u16) -> Open {
 }
 
 /// What [`TestPeer::recv`] got.
+// Received once per message read in tests; boxing the message would only
+// add noise at every match.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Received {
     Message(Message),
@@ -206,7 +209,11 @@ impl TestPeer {
                 Ok(n) => self
                     .buf
                     .extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) => {}
                 Err(e) if e.kind() == ErrorKind::ConnectionReset => return Ok(Received::Closed),
                 Err(e) => return Err(e).context("reading from the speaker"),
             }
@@ -360,7 +367,11 @@ impl Feeder {
                 match reader.read(&mut buf) {
                     Ok(0) => break,
                     Ok(_) => {}
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                        ) => {}
                     Err(_) => break,
                 }
             }

@@ -33,6 +33,9 @@ pub struct Bird {
     conf: PathBuf,
     ctl: PathBuf,
     log: PathBuf,
+    /// Extra `bird` flags for the next start (`-R`: graceful restart
+    /// recovery).
+    flags: Vec<String>,
     daemon: Option<Daemon>,
 }
 
@@ -44,6 +47,9 @@ pub struct BirdProtocol {
     pub state: String,
     /// The info column (for BGP: `Established`, `Active`, `Connect`, ...).
     pub info: String,
+    /// The "Since" column: when the protocol entered its state. Unchanged
+    /// across a route refresh, new after a session reset.
+    pub since: String,
     /// `BGP state:` line.
     pub bgp_state: String,
     pub neighbor_as: Option<u32>,
@@ -71,6 +77,8 @@ pub struct BirdChannel {
     pub import_updates: u64,
     /// `Import withdraws:` received.
     pub import_withdraws: u64,
+    /// `Export updates:` (first column: updates the channel exported).
+    pub export_updates: u64,
     /// `Neighbor GR:` (Regular, Aware, None ...), when shown.
     pub neighbor_gr: Option<String>,
 }
@@ -117,6 +125,7 @@ impl Bird {
             log: dir.join("bird.log"),
             conf,
             dir,
+            flags: Vec::new(),
             daemon: None,
         };
         bird.check_config()?;
@@ -136,12 +145,9 @@ impl Bird {
         let conf = self.conf.display().to_string();
         let ctl = self.ctl.display().to_string();
         let pid = self.dir.join("bird.pid").display().to_string();
-        let daemon = spawn_logged(
-            ns,
-            "bird",
-            &["-f", "-c", &conf, "-s", &ctl, "-P", &pid],
-            &self.log,
-        )?;
+        let mut args = vec!["-f", "-c", &conf, "-s", &ctl, "-P", &pid];
+        args.extend(self.flags.iter().map(String::as_str));
+        let daemon = spawn_logged(ns, "bird", &args, &self.log)?;
         self.daemon = Some(daemon);
         wait_for("BIRD control socket", Duration::from_secs(15), || {
             self.birdc(&["show", "status"]).ok()
@@ -155,6 +161,27 @@ impl Bird {
     pub fn restart(&mut self, ns: &Netns) -> Result<()> {
         self.stop();
         self.launch(ns)
+    }
+
+    /// Kills BIRD with SIGKILL (a crash: no NOTIFICATION), optionally
+    /// installs `config`, and starts it with `-R` (graceful restart
+    /// recovery), as a restarting speaker of RFC 4724.
+    pub fn crash_and_restart_graceful(&mut self, ns: &Netns, config: Option<&str>) -> Result<()> {
+        self.signal(libc::SIGKILL);
+        if let Some(mut d) = self.daemon.take() {
+            let _ = wait_for("BIRD exit", Duration::from_secs(5), || {
+                (!d.is_running()).then_some(())
+            });
+            d.stop();
+        }
+        if let Some(c) = config {
+            std::fs::write(&self.conf, c).context("writing bird.conf")?;
+            self.check_config()?;
+        }
+        self.flags = vec!["-R".into()];
+        let r = self.launch(ns);
+        self.flags.clear();
+        r
     }
 
     /// Stops BIRD by PID.
@@ -350,6 +377,7 @@ pub fn parse_protocol(text: &str) -> Result<BirdProtocol> {
     let cols: Vec<&str> = head.split_whitespace().collect();
     p.name = cols.first().copied().unwrap_or_default().to_string();
     p.state = cols.get(3).copied().unwrap_or_default().to_string();
+    p.since = cols.get(4).copied().unwrap_or_default().to_string();
     p.info = cols.get(5..).map(|c| c.join(" ")).unwrap_or_default();
     let mut in_neighbor_caps = false;
     let mut channel: Option<BirdChannel> = None;
@@ -391,6 +419,8 @@ pub fn parse_protocol(text: &str) -> Result<BirdProtocol> {
                     .unwrap_or(0);
             } else if t.starts_with("Import updates:") {
                 c.import_updates = num_after(t, "Import updates:").unwrap_or(0);
+            } else if t.starts_with("Export updates:") {
+                c.export_updates = num_after(t, "Export updates:").unwrap_or(0);
             } else if t.starts_with("Import withdraws:") {
                 c.import_withdraws = num_after(t, "Import withdraws:").unwrap_or(0);
             } else if let Some(v) = t.strip_prefix("Neighbor GR:") {

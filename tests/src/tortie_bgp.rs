@@ -337,6 +337,30 @@ impl Tortie {
             .with_context(|| self.describe())
     }
 
+    /// Waits until the RIB holds `prefix` with at least one path for which
+    /// `cond` holds; returns the route.
+    pub fn wait_route(
+        &self,
+        prefix: &str,
+        timeout: Duration,
+        cond: impl Fn(&TortiePath) -> bool,
+    ) -> Result<TortieRoute> {
+        let st = self.wait_status(&format!("tortie RIB has {prefix}"), timeout, |s| {
+            s.route(prefix).is_some_and(|r| r.paths.iter().any(&cond))
+        })?;
+        st.route(prefix)
+            .cloned()
+            .ok_or_else(|| anyhow!("route {prefix} vanished"))
+    }
+
+    /// Waits until the RIB no longer holds `prefix`.
+    pub fn wait_no_route(&self, prefix: &str, timeout: Duration) -> Result<()> {
+        self.wait_status(&format!("tortie RIB without {prefix}"), timeout, |s| {
+            s.route(prefix).is_none_or(|r| r.paths.is_empty())
+        })
+        .map(drop)
+    }
+
     /// Status and log tail, for failure messages.
     pub fn describe(&self) -> String {
         let st = match self.status() {
@@ -511,3 +535,158 @@ mod tests {
         Ok(())
     }
 }
+
+// --- the sample configs of examples/bgp, filled in ------------------------
+
+/// examples/bgp/bird-tor.conf: BIRD as a ToR, eBGP to one tortie node.
+pub const BIRD_TOR: &str = include_str!("../../examples/bgp/bird-tor.conf");
+/// examples/bgp/tortie-node.yaml: tortie's speaker on a node.
+pub const TORTIE_NODE: &str = include_str!("../../examples/bgp/tortie-node.yaml");
+/// examples/bgp/gobgpd-tor.toml: GoBGP as a ToR.
+pub const GOBGP_TOR: &str = include_str!("../../examples/bgp/gobgpd-tor.toml");
+
+/// The ToR end of the standard two-namespace topology.
+pub const TOR_V4: &str = "192.0.2.1";
+pub const TOR_V6: &str = "2001:db8::1";
+/// The node (tortie) end.
+pub const NODE_V4: &str = "192.0.2.11";
+pub const NODE_V6: &str = "2001:db8::11";
+
+/// Replaces every `@NAME@` of `template`; fails if one is left unfilled.
+pub fn render(template: &str, vars: &[(&str, &str)]) -> Result<String> {
+    let mut out = template.to_string();
+    for (k, v) in vars {
+        out = out.replace(&format!("@{k}@"), v);
+    }
+    if let Some(line) = out
+        .lines()
+        .find(|l| !l.trim_start().starts_with('#') && l.matches('@').count() >= 2)
+    {
+        bail!("unfilled placeholder in: {line}");
+    }
+    Ok(out)
+}
+
+/// BIRD ToR config (AS `tor_as`) for a tortie node in AS `node_as`;
+/// `extra` goes into the BGP template (`password "x";`, `graceful restart
+/// on;`), `static4` adds IPv4 static route lines.
+pub fn bird_tor(
+    tor_as: u32,
+    node_as: u32,
+    hold: u32,
+    extra: &str,
+    static4: &str,
+) -> Result<String> {
+    render(
+        BIRD_TOR,
+        &[
+            ("ROUTER_ID", TOR_V4),
+            ("LOCAL_AS", &tor_as.to_string()),
+            ("PEER_AS", &node_as.to_string()),
+            ("LOCAL_V4", TOR_V4),
+            ("PEER_V4", NODE_V4),
+            ("LOCAL_V6", TOR_V6),
+            ("PEER_V6", NODE_V6),
+            ("HOLD", &hold.to_string()),
+            ("EXTRA", extra),
+            ("STATIC4", static4),
+        ],
+    )
+}
+
+/// tortie node config (AS `node_as`) peering the ToR in AS `tor_as`;
+/// `peer_extra` is added to both peers (four-space indented YAML lines),
+/// `originate` adds originate list items (two-space indented).
+pub fn tortie_node(
+    node_as: u32,
+    tor_as: u32,
+    hold: u32,
+    peer_extra: &str,
+    originate: &str,
+) -> Result<String> {
+    let keepalive = (hold / 3).max(1);
+    render(
+        TORTIE_NODE,
+        &[
+            ("ROUTER_ID", NODE_V4),
+            ("LOCAL_AS", &node_as.to_string()),
+            ("PEER_AS", &tor_as.to_string()),
+            ("LOCAL_V4", NODE_V4),
+            ("PEER_V4", TOR_V4),
+            ("LOCAL_V6", NODE_V6),
+            ("PEER_V6", TOR_V6),
+            ("HOLD", &hold.to_string()),
+            ("KEEPALIVE", &keepalive.to_string()),
+            ("PEER_EXTRA", peer_extra),
+            ("ORIGINATE", originate),
+        ],
+    )
+}
+
+/// GoBGP ToR config (AS `tor_as`) for a tortie node in AS `node_as`.
+pub fn gobgp_tor(
+    tor_as: u32,
+    node_as: u32,
+    hold: u32,
+    neighbor_extra: &str,
+    sections_extra: &str,
+    afi_extra: &str,
+) -> Result<String> {
+    render(
+        GOBGP_TOR,
+        &[
+            ("ROUTER_ID", TOR_V4),
+            ("LOCAL_AS", &tor_as.to_string()),
+            ("PEER_AS", &node_as.to_string()),
+            ("LOCAL_V4", TOR_V4),
+            ("PEER_V4", NODE_V4),
+            ("LOCAL_V6", TOR_V6),
+            ("PEER_V6", NODE_V6),
+            ("HOLD", &hold.to_string()),
+            ("NEIGHBOR_EXTRA", neighbor_extra),
+            ("SECTIONS_EXTRA", sections_extra),
+            ("AFI_EXTRA", afi_extra),
+        ],
+    )
+}
+
+/// Whether a RIB path came from `peer` (status may name it by address or
+/// by the configured name).
+pub fn path_from(p: &TortiePath, peer: &str, name: &str) -> bool {
+    p.peer == peer || p.peer == name || p.peer.starts_with(&format!("{peer}:"))
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+
+    #[test]
+    fn samples_render_and_parse() -> Result<()> {
+        let b = bird_tor(4_200_000_001, 4_200_000_011, 6, "", "")?;
+        assert!(b.contains("neighbor 192.0.2.11;"));
+        let t = tortie_node(4_200_000_011, 4_200_000_001, 6, "    passive: false", "")?;
+        let y: serde_json::Value = serde_norway::from_str(&t)?;
+        assert_eq!(y["peers"][1]["peerIP"], "2001:db8::1");
+        assert_eq!(y["peers"][0]["passive"], false);
+        let g = gobgp_tor(4_200_000_001, 4_200_000_011, 6, "", "", "")?;
+        assert!(g.contains("neighbor-address = \"2001:db8::11\""));
+        assert!(render("a @X@", &[]).is_err());
+        Ok(())
+    }
+}
+
+/// The standard two-namespace topology of the tortie tests:
+///
+/// ```text
+///   ns TAG-t (ToR: BIRD or GoBGP)          ns TAG-n (node: tortie)
+///   tor0 192.0.2.1  2001:db8::1  ─veth─  node0 192.0.2.11  2001:db8::11
+/// ```
+pub fn tor_and_node(tag: &str) -> Result<(Netns, Netns)> {
+    let tor = Netns::new(&format!("{tag}t"))?;
+    let node = Netns::new(&format!("{tag}n"))?;
+    crate::bgp_util::link(&tor, "tor0", 1, &node, "node0", 11)?;
+    Ok((tor, node))
+}
+
+/// The tools every tortie interop test needs.
+pub const TOOLS: &[&str] = &["bird", "birdc", "gobgpd", "gobgp"];

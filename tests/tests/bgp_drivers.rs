@@ -165,3 +165,64 @@ fn bird_and_gobgp_exchange_routes() -> Result<()> {
     bird.wait_established("gobgp", T)?;
     Ok(())
 }
+
+/// The raw test peer (tests/src/bgp_testpeer.rs) against BIRD: it
+/// establishes, BIRD imports a hand-built UPDATE, and a malformed NLRI gets
+/// the NOTIFICATION RFC 4271 §6.3 prescribes, decoded on the test peer's
+/// socket. Validates the peer the RFC 7606 tests use against tortie.
+#[test]
+fn raw_test_peer_against_bird() -> Result<()> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    use tortie_integration::bgp_testpeer::{base_attrs, nlri4, test_open, update, TestPeer};
+
+    if !require_netns("raw_test_peer_against_bird", &["bird", "birdc"]) {
+        return Ok(());
+    }
+    let a = Netns::new("rawb")?;
+    let b = Netns::new("rawp")?;
+    link(&a, "va", 1, &b, "vb", 2)?;
+    let bird = Bird::start(
+        &a,
+        &format!(
+            r#"log stderr all;
+router id 192.0.2.1;
+protocol device {{ }}
+protocol bgp raw {{
+    local 192.0.2.1 as 65000; neighbor 192.0.2.2 as 65001; passive on;
+    hold time 30; {FAST_TIMERS}
+    ipv4 {{ import all; export none; }};
+}}
+"#
+        ),
+    )?;
+    let me = Ipv4Addr::new(192, 0, 2, 2);
+    let mut peer = TestPeer::connect_retry(
+        b.name(),
+        IpAddr::V4(me),
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 179),
+        test_open(65001, me, 30),
+        T,
+    )?;
+    assert!(peer.ctx.four_octet_as);
+    bird.wait_established("raw", T)?;
+    peer.send_raw(&update(
+        &[],
+        &base_attrs(65001, me),
+        &nlri4(Ipv4Addr::new(10, 9, 0, 0), 16),
+        None,
+    ))?;
+    wait_for("BIRD imports the hand-built route", T, || {
+        (bird.imported("raw").ok()? == 1).then_some(())
+    })?;
+    peer.stays_up(Duration::from_millis(300))?;
+    peer.send_raw(&update(
+        &[],
+        &base_attrs(65001, me),
+        &[33, 10, 9, 0, 0, 0],
+        None,
+    ))?;
+    let n = peer.expect_notification(T)?;
+    assert_eq!(u8::from(n.code), 3, "{n}");
+    assert_eq!(n.subcode, 10, "{n}");
+    Ok(())
+}

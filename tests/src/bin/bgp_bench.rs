@@ -90,9 +90,9 @@ impl Workload {
 }
 
 fn human(n: u32) -> String {
-    if n >= 1_000_000 && n % 1_000_000 == 0 {
+    if n >= 1_000_000 && n.is_multiple_of(1_000_000) {
         format!("{}M", n / 1_000_000)
-    } else if n >= 1000 && n % 1000 == 0 {
+    } else if n >= 1000 && n.is_multiple_of(1000) {
         format!("{}k", n / 1000)
     } else {
         n.to_string()
@@ -128,8 +128,8 @@ fn encode_stream(w: &Workload, peer: u32) -> Result<Vec<u8>> {
     while start < w.routes {
         let end = (start + group).min(w.routes);
         let mut asns = vec![Asn(FEEDER_AS)];
-        if w.path_every != 0 {
-            asns.push(Asn(4_200_000_000 + start / w.path_every));
+        if let Some(group_no) = start.checked_div(w.path_every) {
+            asns.push(Asn(4_200_000_000 + group_no));
         }
         let attrs = PathAttributes {
             origin: Some(Origin::Igp),
