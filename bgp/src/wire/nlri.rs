@@ -34,14 +34,15 @@ pub struct PrefixLengthError {
     pub max: u8,
 }
 
+#[inline]
 fn mask_v4(a: u32, len: u8) -> u32 {
-    match len {
-        0 => 0,
-        l if l >= 32 => a,
-        l => a & (u32::MAX << (32 - u32::from(l))),
-    }
+    // Branch-free: shifting a u64 by up to 32 is defined, and the low 32
+    // bits of the result are the netmask (0 for /0).
+    let shift = 32u32.saturating_sub(u32::from(len));
+    a & ((u64::MAX << shift) as u32)
 }
 
+#[inline]
 fn mask_v6(a: u128, len: u8) -> u128 {
     match len {
         0 => 0,

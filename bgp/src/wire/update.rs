@@ -197,7 +197,12 @@ impl Update {
         })
     }
 
-    /// Append the body (after the header).
+    /// Append the body (after the header), encoding exactly what the
+    /// value holds. RFC 7606 §5.1 says a sender MUST NOT combine more than
+    /// one of withdrawn routes, NLRI, MP_REACH_NLRI and MP_UNREACH_NLRI in
+    /// one UPDATE; the packers ([`pack_announcements`],
+    /// [`pack_withdrawals`]) always comply, and callers building an
+    /// [`Update`] by hand should too.
     pub fn encode_body(&self, ctx: &SessionContext, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let add_path = ctx.sends_path_ids(Family::IPV4_UNICAST);
         let start = out.len();
