@@ -2,6 +2,9 @@
 //! programming, status and metrics. The binaries `tortie` and `tortie-cni`
 //! are thin front ends over this library.
 
+pub mod bgp_cmd;
 pub mod fib;
 pub mod manifests;
+pub mod resources;
 pub mod status;
+pub mod status_client;

@@ -592,7 +592,7 @@ impl Speaker {
         let mut fsm = Fsm::new(fsm_cfg, (self.jitter)());
         let rib_id = self.rib.add_peer(settings.rib_config());
         let addr = settings.address;
-        info!(peer = %addr, asn = settings.asn.0, "peer {} added (AS {})", settings.label(), settings.asn);
+        info!(peer = %addr, asn = settings.asn.0, "peer {} added ({})", settings.label(), settings.asn);
         let actions = if self.stopping {
             Vec::new()
         } else {
