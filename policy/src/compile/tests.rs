@@ -1180,3 +1180,39 @@ fn a_workload_interface_without_the_prefix_is_reported() {
         "Pod prod/db: interface: host interface \"veth1234\" does not start with \"tort\"; its traffic bypasses policy"
     );
 }
+
+#[test]
+fn a_pod_without_an_address_contributes_nothing_but_is_still_protected() {
+    let mut s = cluster(vec![mk_policy(
+        "prod",
+        "p",
+        json!({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+    )]);
+    s.pods
+        .push(mk_pod("prod", "pending", &[("app", "web")], ""));
+    s.local.push(mk_local("prod", "pending"));
+    let c = compile(&s);
+    // Its workload chains exist (the veth may carry traffic before the
+    // status catches up), and the peer set holds only the addressed pods.
+    assert!(c.ruleset.v4.chains.contains_key(&naming::workload_chain(
+        "prod",
+        "pending",
+        Direction::Ingress
+    )));
+    let set = c
+        .ruleset
+        .sets
+        .values()
+        .find(|s| s.family == Family::V4 && s.kind == SetKind::HashIp)
+        .expect("peer set");
+    assert_eq!(set.entries.len(), 3, "web, db, client: {:?}", set.entries);
+    let e = flow(
+        &s,
+        pod("prod", "pending"),
+        pod("prod", "web"),
+        80,
+        Protocol::Tcp,
+    );
+    assert!(!e.allowed);
+    assert!(matches!(e.egress, SideVerdict::Dropped { .. }), "{e}");
+}
