@@ -207,8 +207,8 @@ impl From<Prefix> for NlriEntry {
     }
 }
 
-/// An NLRI (or withdrawn routes) field of one family: validated wire
-/// bytes plus how to read them.
+/// An NLRI (or withdrawn routes) field of one family, decoded once into a
+/// compact array and read through a zero-allocation iterator.
 ///
 /// ```text
 /// +---------------------------+
@@ -220,14 +220,40 @@ impl From<Prefix> for NlriEntry {
 /// +---------------------------+
 /// ```
 ///
-/// Equality compares the entries, not the bytes (host bits beyond the
-/// length are ignored on the wire, RFC 4271 §4.3).
+/// Why decoded and not kept as wire bytes: walking an NLRI field is a
+/// serial chain (each prefix's position depends on the previous length),
+/// so validating it and later iterating it would pay that chain twice.
+/// Decoding stores (address, length) pairs — 8 octets per IPv4 prefix, a
+/// few allocations per message, none per prefix — and iteration is then a
+/// plain array walk.
+///
+/// Host bits beyond the length are cleared on decode (they are ignored on
+/// the wire, RFC 4271 §4.3), so equality compares what the field means:
+/// the family and the entries (path ids included), not the ADD-PATH mode
+/// of an empty field.
 #[derive(Clone)]
 pub struct NlriSet {
     family: Family,
     add_path: bool,
-    count: usize,
-    raw: Vec<u8>,
+    slots: Slots,
+    /// One per entry when `add_path`, else empty.
+    path_ids: Vec<u32>,
+}
+
+/// Decoded prefixes: (address, length), host bits cleared.
+#[derive(Clone)]
+enum Slots {
+    V4(Vec<(u32, u8)>),
+    V6(Vec<([u8; 16], u8)>),
+}
+
+impl Slots {
+    fn len(&self) -> usize {
+        match self {
+            Slots::V4(v) => v.len(),
+            Slots::V6(v) => v.len(),
+        }
+    }
 }
 
 impl fmt::Debug for NlriSet {
@@ -242,7 +268,7 @@ impl fmt::Debug for NlriSet {
 
 impl PartialEq for NlriSet {
     fn eq(&self, other: &Self) -> bool {
-        self.family == other.family && self.count == other.count && self.iter().eq(other.iter())
+        self.family == other.family && self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
@@ -255,52 +281,106 @@ fn invalid_network(reason: &'static str) -> DecodeError {
     )
 }
 
-/// Walk an NLRI field once, checking every prefix, and count entries.
-/// This is the hot loop of UPDATE decoding: plain index arithmetic,
-/// bounds checked through `get`, no allocation.
-fn validate(bytes: &[u8], max_len: u8, add_path: bool) -> Result<usize, DecodeError> {
-    let mut pos = 0usize;
-    let mut count = 0usize;
-    let skip = if add_path { 4 } else { 0 };
-    while pos < bytes.len() {
-        pos += skip;
-        let Some(&len) = bytes.get(pos) else {
-            return Err(invalid_network("path identifier runs past the field"));
-        };
-        if len > max_len {
-            return Err(invalid_network("prefix length exceeds the address length"));
+const PATH_ID_RUNS_PAST: &str = "path identifier runs past the field";
+const PREFIX_TOO_LONG: &str = "prefix length exceeds the address length";
+const PREFIX_RUNS_PAST: &str = "prefix runs past the field";
+
+/// The IPv4 hot loop: one pass over the field, checking and storing every
+/// prefix. Bounds are checked by slice splitting; nothing is allocated per
+/// prefix (the vectors are sized from the field length up front).
+fn decode_v4(
+    mut rest: &[u8],
+    add_path: bool,
+    slots: &mut Vec<(u32, u8)>,
+    path_ids: &mut Vec<u32>,
+) -> Result<(), DecodeError> {
+    while !rest.is_empty() {
+        if add_path {
+            let Some((id, r)) = rest.split_first_chunk::<4>() else {
+                return Err(invalid_network(PATH_ID_RUNS_PAST));
+            };
+            path_ids.push(u32::from_be_bytes(*id));
+            rest = r;
         }
-        pos += 1 + usize::from(len).div_ceil(8);
-        count += 1;
+        let Some((&len, r)) = rest.split_first() else {
+            return Err(invalid_network(PATH_ID_RUNS_PAST));
+        };
+        if len > 32 {
+            return Err(invalid_network(PREFIX_TOO_LONG));
+        }
+        let Some((octets, r)) = r.split_at_checked(usize::from(len).div_ceil(8)) else {
+            return Err(invalid_network(PREFIX_RUNS_PAST));
+        };
+        // Assemble the address from its significant octets without a
+        // variable-length copy.
+        let a = match *octets {
+            [] => 0,
+            [b0] => u32::from(b0) << 24,
+            [b0, b1] => u32::from_be_bytes([b0, b1, 0, 0]),
+            [b0, b1, b2] => u32::from_be_bytes([b0, b1, b2, 0]),
+            [b0, b1, b2, b3] => u32::from_be_bytes([b0, b1, b2, b3]),
+            _ => return Err(invalid_network(PREFIX_TOO_LONG)),
+        };
+        slots.push((mask_v4(a, len), len));
+        rest = r;
     }
-    if pos != bytes.len() {
-        return Err(invalid_network("prefix runs past the field"));
-    }
-    Ok(count)
+    Ok(())
 }
 
-fn max_prefix_len(family: Family) -> u8 {
-    if family.is_ipv6() {
-        128
-    } else {
-        32
+fn decode_v6(
+    mut rest: &[u8],
+    add_path: bool,
+    slots: &mut Vec<([u8; 16], u8)>,
+    path_ids: &mut Vec<u32>,
+) -> Result<(), DecodeError> {
+    while !rest.is_empty() {
+        if add_path {
+            let Some((id, r)) = rest.split_first_chunk::<4>() else {
+                return Err(invalid_network(PATH_ID_RUNS_PAST));
+            };
+            path_ids.push(u32::from_be_bytes(*id));
+            rest = r;
+        }
+        let Some((&len, r)) = rest.split_first() else {
+            return Err(invalid_network(PATH_ID_RUNS_PAST));
+        };
+        if len > 128 {
+            return Err(invalid_network(PREFIX_TOO_LONG));
+        }
+        let n = usize::from(len).div_ceil(8);
+        let Some((octets, r)) = r.split_at_checked(n) else {
+            return Err(invalid_network(PREFIX_RUNS_PAST));
+        };
+        let mut a = [0u8; 16];
+        if let Some(dst) = a.get_mut(..n) {
+            dst.copy_from_slice(octets);
+        }
+        let masked = mask_v6(u128::from_be_bytes(a), len).to_be_bytes();
+        slots.push((masked, len));
+        rest = r;
     }
+    Ok(())
 }
 
 impl NlriSet {
     /// An empty field.
     pub fn new(family: Family, add_path: bool) -> Self {
+        let slots = if family.is_ipv6() {
+            Slots::V6(Vec::new())
+        } else {
+            Slots::V4(Vec::new())
+        };
         Self {
             family,
             add_path,
-            count: 0,
-            raw: Vec::new(),
+            slots,
+            path_ids: Vec::new(),
         }
     }
 
-    /// Validate a field received on the wire. Errors are UPDATE Message
-    /// Error / Invalid Network Field (RFC 4271 §6.3; RFC 7606 §5.3 allows
-    /// nothing gentler when NLRI cannot be parsed).
+    /// Decode and validate a field received on the wire. Errors are
+    /// UPDATE Message Error / Invalid Network Field (RFC 4271 §6.3; RFC
+    /// 7606 §5.3 allows nothing gentler when NLRI cannot be parsed).
     pub fn decode(family: Family, add_path: bool, bytes: &[u8]) -> Result<Self, DecodeError> {
         if !family.is_supported() {
             return Err(DecodeError::new(
@@ -311,12 +391,29 @@ impl NlriSet {
                 Notification::update(UpdateSubcode::OptionalAttributeError, Vec::new()),
             ));
         }
-        let count = validate(bytes, max_prefix_len(family), add_path)?;
+        // Capacities from the field length (bounded by the message), sized
+        // for typical prefixes (/24, /48) so a table needs no regrowth;
+        // denser fields grow a few times, never per prefix.
+        let id_len = if add_path { 4 } else { 0 };
+        let mut path_ids = if add_path {
+            Vec::with_capacity(bytes.len() / 5 + 1)
+        } else {
+            Vec::new()
+        };
+        let slots = if family.is_ipv6() {
+            let mut v = Vec::with_capacity(bytes.len() / (7 + id_len) + 1);
+            decode_v6(bytes, add_path, &mut v, &mut path_ids)?;
+            Slots::V6(v)
+        } else {
+            let mut v = Vec::with_capacity(bytes.len() / (4 + id_len) + 1);
+            decode_v4(bytes, add_path, &mut v, &mut path_ids)?;
+            Slots::V4(v)
+        };
         Ok(Self {
             family,
             add_path,
-            count,
-            raw: bytes.to_vec(),
+            slots,
+            path_ids,
         })
     }
 
@@ -348,14 +445,20 @@ impl NlriSet {
                 family: self.family.to_string(),
             });
         }
-        if entry.prefix.afi() != self.family.afi {
-            return Err(EncodeError::FamilyMismatch {
-                prefix: entry.prefix.to_string(),
-                family: self.family.to_string(),
-            });
+        let len = entry.prefix.len;
+        match (&mut self.slots, entry.prefix.addr) {
+            (Slots::V4(v), IpAddr::V4(a)) => v.push((u32::from(a), len)),
+            (Slots::V6(v), IpAddr::V6(a)) => v.push((a.octets(), len)),
+            _ => {
+                return Err(EncodeError::FamilyMismatch {
+                    prefix: entry.prefix.to_string(),
+                    family: self.family.to_string(),
+                })
+            }
         }
-        entry.encode(self.add_path, &mut self.raw);
-        self.count += 1;
+        if self.add_path {
+            self.path_ids.push(entry.path_id.unwrap_or(0));
+        }
         Ok(())
     }
 
@@ -371,47 +474,34 @@ impl NlriSet {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.count
+        self.slots.len()
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The validated wire bytes (in this set's ADD-PATH mode).
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.raw
+        self.len() == 0
     }
 
     /// The entries, without allocating.
     pub fn iter(&self) -> NlriIter<'_> {
-        NlriIter {
-            rest: &self.raw,
-            ipv6: self.family.is_ipv6(),
-            add_path: self.add_path,
-            remaining: self.count,
-        }
+        NlriIter { set: self, next: 0 }
     }
 
     /// Octets this field takes when sent with or without path ids.
     pub fn encoded_len(&self, add_path: bool) -> usize {
-        match (self.add_path, add_path) {
-            (a, b) if a == b => self.raw.len(),
-            (false, true) => self.raw.len() + 4 * self.count,
-            _ => self.raw.len().saturating_sub(4 * self.count),
-        }
+        let ids = if add_path { 4 * self.len() } else { 0 };
+        let prefixes: usize = match &self.slots {
+            Slots::V4(v) => v.iter().map(|(_, l)| 1 + usize::from(*l).div_ceil(8)).sum(),
+            Slots::V6(v) => v.iter().map(|(_, l)| 1 + usize::from(*l).div_ceil(8)).sum(),
+        };
+        ids + prefixes
     }
 
-    /// Append the field as sent with or without path ids; copies the
-    /// bytes when the mode matches.
+    /// Append the field as sent with or without path ids (a missing id is
+    /// sent as 0).
     pub fn encode(&self, add_path: bool, out: &mut Vec<u8>) {
-        if self.add_path == add_path {
-            out.extend_from_slice(&self.raw);
-        } else {
-            for e in self.iter() {
-                e.encode(add_path, out);
-            }
+        for e in self.iter() {
+            e.encode(add_path, out);
         }
     }
 }
@@ -424,13 +514,11 @@ impl<'a> IntoIterator for &'a NlriSet {
     }
 }
 
-/// Iterator over a validated NLRI field. Never allocates.
+/// Iterator over a decoded NLRI field. Never allocates.
 #[derive(Debug, Clone)]
 pub struct NlriIter<'a> {
-    rest: &'a [u8],
-    ipv6: bool,
-    add_path: bool,
-    remaining: usize,
+    set: &'a NlriSet,
+    next: usize,
 }
 
 impl Iterator for NlriIter<'_> {
@@ -438,52 +526,35 @@ impl Iterator for NlriIter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<NlriEntry> {
-        let mut rest = self.rest;
-        let path_id = if self.add_path {
-            let (id, r) = rest.split_first_chunk::<4>()?;
-            rest = r;
-            Some(u32::from_be_bytes(*id))
+        let i = self.next;
+        let prefix = match &self.set.slots {
+            Slots::V4(v) => {
+                let &(a, len) = v.get(i)?;
+                Prefix {
+                    addr: IpAddr::V4(Ipv4Addr::from(a)),
+                    len,
+                }
+            }
+            Slots::V6(v) => {
+                let &(a, len) = v.get(i)?;
+                Prefix {
+                    addr: IpAddr::V6(Ipv6Addr::from(a)),
+                    len,
+                }
+            }
+        };
+        let path_id = if self.set.add_path {
+            self.set.path_ids.get(i).copied()
         } else {
             None
         };
-        let (&len, r) = rest.split_first()?;
-        let n = usize::from(len).div_ceil(8);
-        let (bytes, r) = r.split_at_checked(n)?;
-        // Assemble the address from its significant octets without a
-        // variable-length copy: this is the per-prefix hot path.
-        let prefix = if self.ipv6 {
-            if n > 16 {
-                return None;
-            }
-            let mut a = 0u128;
-            for (i, b) in bytes.iter().enumerate() {
-                a |= u128::from(*b) << (120 - 8 * i);
-            }
-            Prefix {
-                addr: IpAddr::V6(Ipv6Addr::from(mask_v6(a, len))),
-                len,
-            }
-        } else {
-            let a = match *bytes {
-                [] => 0,
-                [b0] => u32::from(b0) << 24,
-                [b0, b1] => u32::from_be_bytes([b0, b1, 0, 0]),
-                [b0, b1, b2] => u32::from_be_bytes([b0, b1, b2, 0]),
-                [b0, b1, b2, b3] => u32::from_be_bytes([b0, b1, b2, b3]),
-                _ => return None,
-            };
-            Prefix {
-                addr: IpAddr::V4(Ipv4Addr::from(mask_v4(a, len))),
-                len,
-            }
-        };
-        self.rest = r;
-        self.remaining = self.remaining.saturating_sub(1);
+        self.next = i + 1;
         Some(NlriEntry { path_id, prefix })
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.remaining, Some(self.remaining))
+        let n = self.set.len().saturating_sub(self.next);
+        (n, Some(n))
     }
 }
 
