@@ -589,9 +589,10 @@ fn established_loss_reports_graceful_restart_retention() {
 fn backoff_resets_only_after_a_stable_session() {
     // Fail an established session right away three times: 1, 2, 4 s.
     let mut t = T::in_state(State::Established);
+    let mut conn = C1;
     let mut waits = Vec::new();
-    for _ in 0..3 {
-        t.ev(Event::TcpConnectionFails { conn: C1 });
+    for next in 10..13 {
+        t.ev(Event::TcpConnectionFails { conn });
         let at = t
             .fsm
             .timers()
@@ -601,20 +602,22 @@ fn backoff_resets_only_after_a_stable_session() {
         t.now = at;
         let now = t.now;
         t.fsm.handle_timeout(now);
-        t.ev(Event::TcpCrAcked { conn: C1 });
+        // Connection ids are never reused.
+        conn = ConnId(next);
+        t.ev(Event::TcpCrAcked { conn });
         t.ev(Event::BgpOpen {
-            conn: C1,
+            conn,
             open: peer_open(),
         });
-        t.ev(Event::KeepAliveMsg { conn: C1 });
+        t.ev(Event::KeepAliveMsg { conn });
         assert_eq!(t.fsm.state(), State::Established);
     }
     assert_eq!(waits, [1, 2, 4]);
     // Up for longer than the largest backoff: the next failure waits 1 s.
     t.now += Duration::from_secs(60);
-    t.ev(Event::KeepAliveMsg { conn: C1 });
+    t.ev(Event::KeepAliveMsg { conn });
     t.now += Duration::from_secs(60);
-    t.ev(Event::TcpConnectionFails { conn: C1 });
+    t.ev(Event::TcpConnectionFails { conn });
     let at = t
         .fsm
         .timers()
@@ -755,7 +758,8 @@ fn reasons_name_the_peer_when_asked() {
 // ----- property test -------------------------------------------------
 
 fn arb_event() -> impl Strategy<Value = Event> {
-    let conn = (1u64..4).prop_map(ConnId);
+    // Mostly the latest connection, so sessions get somewhere.
+    let conn = prop_oneof![6 => Just(1u64), 1 => Just(2), 1 => Just(3)].prop_map(ConnId);
     let notif = prop_oneof![
         Just(Notification::cease(CeaseSubcode::AdministrativeShutdown)),
         Just(Notification::open(
@@ -765,61 +769,97 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Notification::hold_timer_expired()),
     ];
     let open = prop_oneof![
-        Just(peer_open()),
-        Just({
+        5 => Just(peer_open()),
+        1 => Just({
             let mut o = peer_open();
             o.hold_time = HoldTime(0);
             o
         }),
-        Just({
+        1 => Just({
             let mut o = peer_open();
             o.my_as = 65099;
             o.capabilities.clear();
             o
         }),
-        Just({
+        1 => Just({
             let mut o = peer_open();
             o.router_id = RouterId(Ipv4Addr::new(192, 0, 2, 200));
             o
         }),
     ];
     prop_oneof![
-        Just(Event::ManualStart),
-        Just(Event::ManualStartPassive),
-        Just(Event::AutomaticStart),
-        Just(Event::AutomaticStartPassive),
-        Just(Event::ManualStop { message: None }),
-        Just(Event::AutomaticStop {
+        2 => Just(Event::ManualStart),
+        1 => Just(Event::ManualStartPassive),
+        1 => Just(Event::AutomaticStart),
+        1 => Just(Event::AutomaticStartPassive),
+        1 => Just(Event::ManualStop { message: None }),
+        1 => Just(Event::AutomaticStop {
             notification: Notification::cease(CeaseSubcode::MaxPrefixesReached)
         }),
-        Just(Event::ConnectRetryTimerExpires),
-        Just(Event::HoldTimerExpires),
-        Just(Event::KeepaliveTimerExpires),
-        Just(Event::IdleHoldTimerExpires),
-        Just(Event::SendHoldTimerExpires),
-        conn.clone().prop_map(|conn| Event::SendStalled { conn }),
-        conn.clone().prop_map(|conn| Event::SendProgress { conn }),
-        conn.clone().prop_map(|conn| Event::TcpCrAcked { conn }),
-        conn.clone()
-            .prop_map(|conn| Event::TcpConnectionConfirmed { conn }),
-        conn.clone()
-            .prop_map(|conn| Event::TcpConnectionFails { conn }),
-        (conn.clone(), open).prop_map(|(conn, open)| Event::BgpOpen { conn, open }),
-        conn.clone().prop_map(|conn| Event::KeepAliveMsg { conn }),
-        conn.clone().prop_map(|conn| Event::UpdateMsg {
+        1 => Just(Event::ConnectRetryTimerExpires),
+        1 => Just(Event::HoldTimerExpires),
+        1 => Just(Event::KeepaliveTimerExpires),
+        1 => Just(Event::IdleHoldTimerExpires),
+        1 => Just(Event::SendHoldTimerExpires),
+        1 => conn.clone().prop_map(|conn| Event::SendStalled { conn }),
+        1 => conn.clone().prop_map(|conn| Event::SendProgress { conn }),
+        4 => conn.clone().prop_map(|conn| Event::TcpCrAcked { conn }),
+        4 => conn.clone().prop_map(|conn| Event::TcpConnectionConfirmed { conn }),
+        1 => conn.clone().prop_map(|conn| Event::TcpConnectionFails { conn }),
+        8 => (conn.clone(), open).prop_map(|(conn, open)| Event::BgpOpen { conn, open }),
+        8 => conn.clone().prop_map(|conn| Event::KeepAliveMsg { conn }),
+        3 => conn.clone().prop_map(|conn| Event::UpdateMsg {
             conn,
             update: Box::default()
         }),
-        conn.clone()
-            .prop_map(|conn| Event::decode_failed(conn, update_error())),
-        conn.clone()
-            .prop_map(|conn| Event::decode_failed(conn, header_error())),
-        conn.clone().prop_map(|conn| Event::RouteRefreshMsg {
+        1 => conn.clone().prop_map(|conn| Event::decode_failed(conn, update_error())),
+        1 => conn.clone().prop_map(|conn| Event::decode_failed(conn, header_error())),
+        1 => conn.clone().prop_map(|conn| Event::RouteRefreshMsg {
             conn,
             refresh: RouteRefresh::request(Family::IPV4_UNICAST)
         }),
-        (conn, notif).prop_map(|(conn, notification)| Event::NotifMsg { conn, notification }),
+        1 => (conn, notif).prop_map(|(conn, notification)| Event::NotifMsg { conn, notification }),
     ]
+}
+
+/// Gives every new connection a fresh id (the shell never reuses one) and
+/// points other connection events at one of the recent ids: the generated
+/// id 1..4 means "the k-th most recent connection".
+fn fresh_ids(e: Event, ids: &mut Vec<ConnId>) -> Event {
+    let Some(ConnId(k)) = e.conn() else {
+        return e;
+    };
+    let id = match e {
+        Event::TcpCrAcked { .. } | Event::TcpConnectionConfirmed { .. } => {
+            let id = ConnId(100 + ids.len() as u64);
+            ids.push(id);
+            id
+        }
+        _ => ids
+            .len()
+            .checked_sub(k as usize)
+            .and_then(|i| ids.get(i).copied())
+            .unwrap_or(ConnId(99)),
+    };
+    match e {
+        Event::TcpCrAcked { .. } => Event::TcpCrAcked { conn: id },
+        Event::TcpConnectionConfirmed { .. } => Event::TcpConnectionConfirmed { conn: id },
+        Event::TcpConnectionFails { .. } => Event::TcpConnectionFails { conn: id },
+        Event::SendStalled { .. } => Event::SendStalled { conn: id },
+        Event::SendProgress { .. } => Event::SendProgress { conn: id },
+        Event::BgpOpen { open, .. } => Event::BgpOpen { conn: id, open },
+        Event::BgpHeaderErr { error, .. } => Event::BgpHeaderErr { conn: id, error },
+        Event::BgpOpenMsgErr { error, .. } => Event::BgpOpenMsgErr { conn: id, error },
+        Event::UpdateMsgErr { error, .. } => Event::UpdateMsgErr { conn: id, error },
+        Event::NotifMsg { notification, .. } => Event::NotifMsg {
+            conn: id,
+            notification,
+        },
+        Event::KeepAliveMsg { .. } => Event::KeepAliveMsg { conn: id },
+        Event::UpdateMsg { update, .. } => Event::UpdateMsg { conn: id, update },
+        Event::RouteRefreshMsg { refresh, .. } => Event::RouteRefreshMsg { conn: id, refresh },
+        other => other,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -898,9 +938,11 @@ proptest! {
         }
         let mut f = Fsm::new(cfg, Box::new(NoJitter));
         let mut now = Instant::now();
+        let mut ids: Vec<ConnId> = Vec::new();
         for step in steps {
             let acts = match step {
                 Step::Event(e) => {
+                    let e = fresh_ids(e, &mut ids);
                     let acts = f.handle(now, e);
                     // handle() must not leave overdue timers either: fire
                     // them as the shell would.
@@ -966,4 +1008,30 @@ fn new_config_applies_to_the_next_open() {
         Action::Send { message: tortie_bgp::wire::Message::Open(o), .. }
             if !o.capabilities.iter().any(|c| matches!(c,
                 tortie_bgp::wire::Capability::GracefulRestart(g) if g.restart_state)))));
+}
+
+#[test]
+fn failure_report_for_a_closed_socket_is_not_the_connect_attempt_failing() {
+    // Connect: our attempt is in flight; the peer connects in meanwhile.
+    let mut t = T::in_state(State::Connect);
+    t.ev(Event::TcpConnectionConfirmed { conn: C1 });
+    assert_eq!(t.fsm.state(), State::OpenSent);
+    assert!(t.fsm.is_connecting());
+    // A second inbound connection misbehaves and we close it ...
+    t.ev(Event::TcpConnectionConfirmed { conn: C2 });
+    let acts = t.ev(Event::KeepAliveMsg { conn: C2 });
+    assert_eq!(closes(&acts).len(), 1);
+    // ... the shell then reports that socket closed: not our attempt.
+    assert!(t.ev(Event::TcpConnectionFails { conn: C2 }).is_empty());
+    assert!(t.fsm.is_connecting());
+    // Our attempt completes and becomes the candidate.
+    let acts = t.ev(Event::TcpCrAcked { conn: ConnId(7) });
+    assert!(matches!(
+        acts.as_slice(),
+        [Action::Send {
+            conn: ConnId(7),
+            message: tortie_bgp::wire::Message::Open(_)
+        }]
+    ));
+    assert_eq!(t.fsm.connections(), vec![C1, ConnId(7)]);
 }

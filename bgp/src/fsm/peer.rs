@@ -50,6 +50,7 @@
 //! - RFC 9687's SendHoldTimer runs on the primary while the shell reports
 //!   `SendStalled` and stops on `SendProgress`.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::wire::context::SessionContext;
@@ -99,6 +100,11 @@ pub struct Fsm {
     connecting: bool,
     primary: Option<Conn>,
     candidate: Option<Conn>,
+    /// Connections we closed lately. Their late events (above all the
+    /// shell's TcpConnectionFails after our Close) are ignored; without
+    /// this, a failure report for a closed socket would read as the
+    /// failure of the outbound attempt still in flight.
+    closed: VecDeque<ConnId>,
     /// What the primary's OPEN exchange negotiated (OpenConfirm,
     /// Established).
     negotiated: Option<Negotiated>,
@@ -110,6 +116,10 @@ pub struct Fsm {
     last_error: Option<DownReason>,
     out: Vec<Action>,
 }
+
+/// How many closed connection ids to remember. Ids are never reused, and
+/// a peer has at most a few connections in flight.
+const CLOSED_MEMORY: usize = 16;
 
 /// NOTIFICATION error code Send Hold Timer Expired (RFC 9687 §5).
 pub const SEND_HOLD_TIMER_EXPIRED: u8 = 8;
@@ -142,6 +152,7 @@ impl Fsm {
             connecting: false,
             primary: None,
             candidate: None,
+            closed: VecDeque::with_capacity(CLOSED_MEMORY),
             negotiated: None,
             timers: Timers::default(),
             backoff,
@@ -608,6 +619,9 @@ impl Fsm {
         let Some(id) = event.conn() else {
             return;
         };
+        if self.closed.contains(&id) {
+            return;
+        }
         if self.primary.is_some_and(|p| p.id == id) {
             self.primary_event(now, event);
         } else if self.candidate.is_some_and(|c| c.id == id) {
@@ -1002,6 +1016,10 @@ impl Fsm {
     }
 
     fn close(&mut self, conn: ConnId, notification: Option<Notification>) {
+        if self.closed.len() == CLOSED_MEMORY {
+            self.closed.pop_front();
+        }
+        self.closed.push_back(conn);
         self.out.push(Action::Close { conn, notification });
     }
 
