@@ -148,13 +148,13 @@ impl Reconciler {
     pub fn observe_dump(&mut self, routes: impl IntoIterator<Item = KernelRoute>) {
         let fresh: HashMap<RouteKey, RouteTarget> =
             routes.into_iter().map(|r| (r.key, r.target)).collect();
-        for (key, target) in &self.kernel {
-            if fresh.get(key) != Some(target) {
+        for (key, believed) in &self.kernel {
+            if !fresh.get(key).is_some_and(|f| believed.satisfied_by(f)) {
                 self.dirty.insert(*key);
             }
         }
-        for (key, target) in &fresh {
-            if self.kernel.get(key) != Some(target) {
+        for (key, found) in &fresh {
+            if !self.kernel.get(key).is_some_and(|b| b.satisfied_by(found)) {
                 self.dirty.insert(*key);
             }
         }
@@ -165,7 +165,17 @@ impl Reconciler {
                 self.dirty.insert(*key);
             }
         }
-        self.kernel = fresh;
+        // Keep our own (desired-form) belief where the kernel agrees, so the
+        // next dump compares like with like.
+        let mut merged = fresh;
+        for (key, found) in merged.iter_mut() {
+            if let Some(believed) = self.kernel.get(key) {
+                if believed.satisfied_by(found) {
+                    *found = believed.clone();
+                }
+            }
+        }
+        self.kernel = merged;
     }
 
     /// The operations to run now, for dirty keys whose backoff (if any) has
@@ -190,10 +200,12 @@ impl Reconciler {
                     key,
                     target: want.clone(),
                 })),
-                (Some(want), Some(have)) if want != have => ops.push(Op::Replace(KernelRoute {
-                    key,
-                    target: want.clone(),
-                })),
+                (Some(want), Some(have)) if !want.satisfied_by(have) => {
+                    ops.push(Op::Replace(KernelRoute {
+                        key,
+                        target: want.clone(),
+                    }))
+                }
                 (Some(_), Some(_)) => {
                     self.failures.remove(&key);
                 }
@@ -398,6 +410,35 @@ mod tests {
         let ipip = KernelRoute::unicast(net("10.244.2.0/24"), vec![NextHop::via_dev_onlink(gw, 7)]);
         r.set(ipip.clone());
         assert_eq!(r.plan(now), vec![Op::Replace(ipip)]);
+    }
+
+    #[test]
+    fn kernel_filling_in_the_interface_is_no_change() {
+        let now = Instant::now();
+        let mut r = Reconciler::new();
+        r.mark_synced();
+        let gw = "192.0.2.12".parse().expect("addr");
+        r.set(via("10.244.2.0/24", &["192.0.2.12"]));
+        let ops = r.plan(now);
+        ok_all(&mut r, &ops, now);
+        let found = KernelRoute::unicast(
+            net("10.244.2.0/24"),
+            vec![NextHop {
+                gateway: Some(gw),
+                ifindex: Some(3),
+                onlink: false,
+            }],
+        );
+        r.observe_dump([found.clone()]);
+        assert!(r.plan(now).is_empty());
+        r.observe_dump([found]);
+        assert!(!r.has_work(), "a second identical dump marks nothing dirty");
+        // But a wanted interface must match.
+        r.set(KernelRoute::unicast(
+            net("10.244.2.0/24"),
+            vec![NextHop::via_dev_onlink(gw, 9)],
+        ));
+        assert_eq!(r.plan(now).len(), 1);
     }
 
     #[test]

@@ -88,6 +88,28 @@ pub enum RouteTarget {
     Unicast(Vec<NextHop>),
 }
 
+impl RouteTarget {
+    /// Whether the kernel's `found` target is what `self` asks for. The
+    /// kernel fills in the output interface of a gateway route; a wanted
+    /// next hop that leaves the interface to the kernel accepts any.
+    pub fn satisfied_by(&self, found: &RouteTarget) -> bool {
+        match (self, found) {
+            (RouteTarget::Blackhole, RouteTarget::Blackhole) => true,
+            (RouteTarget::Unicast(want), RouteTarget::Unicast(have)) => {
+                want.len() == have.len()
+                    && want.iter().all(|w| {
+                        have.iter().any(|h| {
+                            w.gateway == h.gateway
+                                && w.onlink == h.onlink
+                                && (w.ifindex.is_none() || w.ifindex == h.ifindex)
+                        })
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A route as tortie wants it in the kernel (or found it there).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KernelRoute {

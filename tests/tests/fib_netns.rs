@@ -1,0 +1,247 @@
+//! The FIB reconciler and netlink writer against a real kernel, in a
+//! namespace the test makes.
+//!
+//! ```text
+//!   node (tortie's FIB runs here)            peer
+//!   fibn0 192.0.2.1/24, 2001:db8::1/64 ──── fibp0 192.0.2.2/24, 192.0.2.3/24, 2001:db8::2/64
+//! ```
+//!
+//! Checks, with `ip route` as the independent witness: routes of every
+//! shape are installed (plain, ECMP, blackhole, device, IPv6); a static
+//! route of another protocol is never touched; a hand-deleted and a
+//! hand-changed route are repaired at the next resync; an ECMP set shrinks
+//! in place; a refused route is reported with the kernel's reason and does
+//! not stop the others; a restarted reconciler keeps the routes until it
+//! is synced, then removes only the stale ones.
+
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use ipnet::IpNet;
+use tortie::fib::netlink::RouteSocket;
+use tortie::fib::{KernelRoute, NextHop, Op, Reconciler, RouteKey, RTPROT_TORTIE};
+use tortie_integration::bgp_util::in_netns;
+use tortie_integration::{require_netns, Netns};
+
+fn net(s: &str) -> IpNet {
+    s.parse().expect("test prefix")
+}
+
+fn via(dst: &str, gws: &[&str]) -> KernelRoute {
+    KernelRoute::unicast(
+        net(dst),
+        gws.iter()
+            .map(|g| NextHop::via(g.parse().expect("test address")))
+            .collect(),
+    )
+}
+
+/// One reconcile pass as the agent does it: dump, diff, apply, record.
+fn sync(sock: &mut RouteSocket, r: &mut Reconciler) -> Result<Vec<(Op, Result<(), String>)>> {
+    let dumped = sock.dump(RTPROT_TORTIE)?;
+    r.observe_dump(dumped);
+    let ops = r.plan(Instant::now());
+    let outcomes = sock.apply(RTPROT_TORTIE, &ops)?;
+    let report = outcomes
+        .iter()
+        .map(|o| (o.op.clone(), o.result.clone()))
+        .collect();
+    r.record(outcomes, Instant::now());
+    Ok(report)
+}
+
+fn routes(ns: &Netns, family: &str, filter: &[&str]) -> Result<String> {
+    let mut args = vec![family, "route", "show"];
+    args.extend_from_slice(filter);
+    ns.run("ip", &args)
+}
+
+#[test]
+fn fib_installs_repairs_and_never_touches_foreign_routes() -> Result<()> {
+    if !require_netns(
+        "fib_installs_repairs_and_never_touches_foreign_routes",
+        &["ip"],
+    ) {
+        return Ok(());
+    }
+    let node = Netns::new("fibn")?;
+    let peer = Netns::new("fibp")?;
+    node.run(
+        "ip",
+        &[
+            "link", "add", "fibn0", "type", "veth", "peer", "name", "fibp0",
+        ],
+    )?;
+    node.run("ip", &["link", "set", "fibp0", "netns", peer.name()])?;
+    node.run("ip", &["addr", "add", "192.0.2.1/24", "dev", "fibn0"])?;
+    node.run(
+        "ip",
+        &["addr", "add", "2001:db8::1/64", "dev", "fibn0", "nodad"],
+    )?;
+    node.run("ip", &["link", "set", "fibn0", "up"])?;
+    for a in ["192.0.2.2/24", "192.0.2.3/24"] {
+        peer.run("ip", &["addr", "add", a, "dev", "fibp0"])?;
+    }
+    peer.run(
+        "ip",
+        &["addr", "add", "2001:db8::2/64", "dev", "fibp0", "nodad"],
+    )?;
+    peer.run("ip", &["link", "set", "fibp0", "up"])?;
+    // Someone else's route: tortie must never touch it.
+    node.run(
+        "ip",
+        &[
+            "route",
+            "add",
+            "10.99.0.0/16",
+            "via",
+            "192.0.2.2",
+            "proto",
+            "static",
+        ],
+    )?;
+    let ifindex: u32 = node
+        .run("cat", &["/sys/class/net/fibn0/ifindex"])?
+        .trim()
+        .parse()
+        .context("ifindex of fibn0")?;
+
+    let ns_name = node.name().to_string();
+    let report = in_netns(&ns_name, move || -> Result<String> {
+        let mut sock = RouteSocket::open()?;
+        let mut r = Reconciler::new();
+        r.mark_synced();
+        let mut desired: Vec<KernelRoute> = (0..200)
+            .map(|i| via(&format!("10.244.{i}.0/24"), &["192.0.2.2"]))
+            .collect();
+        desired.push(via("10.245.0.0/24", &["192.0.2.2", "192.0.2.3"]));
+        desired.push(KernelRoute::blackhole(net("10.246.0.0/24")));
+        desired.push(KernelRoute::unicast(
+            net("10.246.0.7/32"),
+            vec![NextHop::dev(ifindex)],
+        ));
+        desired.push(via("fd00:2::/64", &["2001:db8::2"]));
+        desired.push(via("10.247.0.0/24", &["198.51.100.1"])); // unreachable
+        r.set_all(desired);
+        let report = sync(&mut sock, &mut r)?;
+        let refused: Vec<_> = report.iter().filter(|(_, res)| res.is_err()).collect();
+        ensure!(
+            refused.len() == 1,
+            "exactly the unreachable route is refused: {refused:?}"
+        );
+        ensure!(
+            matches!(&refused[0].1, Err(reason) if reason.contains("unreachable")),
+            "kernel reason is kept: {refused:?}"
+        );
+        ensure!(r.installed() == 204, "installed {}", r.installed());
+        ensure!(r.failed().len() == 1);
+        Ok(format!("{} ops", report.len()))
+    })?;
+    eprintln!("first sync: {report}");
+
+    let v4 = routes(&node, "-4", &["proto", "52"])?;
+    assert_eq!(
+        v4.lines().filter(|l| l.starts_with("10.244.")).count(),
+        200,
+        "{v4}"
+    );
+    assert!(v4.contains("blackhole 10.246.0.0/24"), "{v4}");
+    assert!(v4.contains("10.246.0.7 dev fibn0"), "{v4}");
+    let ecmp = routes(&node, "-4", &["10.245.0.0/24"])?;
+    assert!(
+        ecmp.contains("nexthop via 192.0.2.2") && ecmp.contains("nexthop via 192.0.2.3"),
+        "{ecmp}"
+    );
+    let v6 = routes(&node, "-6", &["proto", "52"])?;
+    assert!(v6.contains("fd00:2::/64 via 2001:db8::2"), "{v6}");
+    assert!(
+        !v4.contains("10.247.0.0"),
+        "refused route is not there: {v4}"
+    );
+
+    // Hand edits: one route deleted, one changed, and the ECMP set shrinks.
+    node.run("ip", &["route", "del", "10.244.5.0/24", "proto", "52"])?;
+    node.run(
+        "ip",
+        &[
+            "route",
+            "replace",
+            "10.244.6.0/24",
+            "via",
+            "192.0.2.3",
+            "proto",
+            "52",
+        ],
+    )?;
+    let ns_name = node.name().to_string();
+    in_netns(&ns_name, move || -> Result<()> {
+        let mut sock = RouteSocket::open()?;
+        // A fresh reconciler = an agent restart: nothing goes before sync.
+        let mut r = Reconciler::new();
+        r.set_all((0..100).map(|i| via(&format!("10.244.{i}.0/24"), &["192.0.2.2"])));
+        r.set(via("10.245.0.0/24", &["192.0.2.3"]));
+        let report = sync(&mut sock, &mut r)?;
+        ensure!(
+            report.iter().all(|(op, _)| !matches!(op, Op::Delete(_))),
+            "no deletes before sync: {report:?}"
+        );
+        ensure!(
+            report.len() == 3,
+            "repair 10.244.5 and 10.244.6, shrink 10.245: {report:?}"
+        );
+        Ok(())
+    })?;
+    let v4 = routes(&node, "-4", &["proto", "52"])?;
+    assert!(
+        v4.contains("10.244.5.0/24 via 192.0.2.2"),
+        "deleted route is back: {v4}"
+    );
+    assert!(
+        v4.contains("10.244.6.0/24 via 192.0.2.2"),
+        "changed route is repaired: {v4}"
+    );
+    assert!(
+        v4.contains("10.244.150.0/24"),
+        "stale routes stay until sync: {v4}"
+    );
+    let ecmp = routes(&node, "-4", &["10.245.0.0/24"])?;
+    assert!(
+        !ecmp.contains("nexthop") && ecmp.contains("via 192.0.2.3"),
+        "{ecmp}"
+    );
+
+    // After sync, only tortie's stale routes go; the static route stays.
+    let ns_name = node.name().to_string();
+    in_netns(&ns_name, move || -> Result<()> {
+        let mut sock = RouteSocket::open()?;
+        let mut r = Reconciler::new();
+        r.set_all((0..100).map(|i| via(&format!("10.244.{i}.0/24"), &["192.0.2.2"])));
+        r.mark_synced();
+        let report = sync(&mut sock, &mut r)?;
+        ensure!(report.iter().all(|(_, res)| res.is_ok()), "{report:?}");
+        ensure!(
+            r.installed() == 100,
+            "only the 100 wanted remain, installed {}",
+            r.installed()
+        );
+        let key = RouteKey {
+            table: 254,
+            dst: net("10.99.0.0/16"),
+        };
+        ensure!(
+            !sock.dump(RTPROT_TORTIE)?.iter().any(|k| k.key == key),
+            "the static route is not ours"
+        );
+        Ok(())
+    })?;
+    let v4 = routes(&node, "-4", &["proto", "52"])?;
+    assert_eq!(v4.lines().count(), 100, "{v4}");
+    let all = routes(&node, "-4", &[])?;
+    assert!(
+        all.contains("10.99.0.0/16 via 192.0.2.2 dev fibn0 proto static"),
+        "{all}"
+    );
+    let v6 = routes(&node, "-6", &["proto", "52"])?;
+    assert!(v6.trim().is_empty(), "{v6}");
+    Ok(())
+}
