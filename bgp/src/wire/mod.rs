@@ -18,10 +18,11 @@
 //!   extended messages, ADD-PATH per family and direction); build it with
 //!   [`SessionContext::negotiate`]. `SessionContext::default()` is the
 //!   pre-OPEN context used to decode OPEN.
-//! - [`Message`] owns its data. An [`Update`] keeps each NLRI field as one
-//!   validated byte buffer ([`NlriSet`]) read through a zero-allocation
-//!   iterator of `Copy` [`NlriEntry`]/[`Prefix`] values: no allocation per
-//!   prefix, attributes decoded once per message.
+//! - [`Message`] owns its data. An [`Update`] holds each NLRI field as an
+//!   [`NlriSet`]: decoded once, in one pass, into a compact array (8 octets
+//!   per IPv4 prefix) and read through a zero-allocation iterator of `Copy`
+//!   [`NlriEntry`]/[`Prefix`] values. A few allocations per message, none
+//!   per prefix; attributes are decoded once per message.
 //! - A [`DecodeError`] is always a session reset and carries the
 //!   [`Notification`] to send. RFC 7606 treat-as-withdraw and attribute
 //!   discard are data on the [`Update`] (`treat_as_withdraw`,

@@ -1,10 +1,9 @@
 //! Prefixes and NLRI fields (RFC 4271 §4.3, RFC 4760 §5, RFC 7911 §3).
 //!
-//! An NLRI field is kept as the validated wire bytes ([`NlriSet`]) and read
-//! through a zero-allocation iterator of small `Copy` entries. Validation
-//! walks the field once at decode time; nothing is allocated per prefix.
-//! This is what lets a full table (a million /24s) decode in a few
-//! milliseconds.
+//! An NLRI field is decoded in one pass into a compact array
+//! ([`NlriSet`]) and read through a zero-allocation iterator of small
+//! `Copy` entries; nothing is allocated per prefix. This is what lets a
+//! full table (a million /24s) decode in a few milliseconds.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
