@@ -157,13 +157,14 @@ fn graceful_restart_stale_then_purge() {
     assert!(l.rib.best(p("10.1.0.0/16")).is_none());
     assert!(l.rib.best(p("10.2.0.0/16")).is_some());
     assert_eq!(l.rib.prefixes_received(l.t[0]), 1);
-    let gone: Vec<_> = l
+    let mut gone: Vec<_> = l
         .rib
         .take_fib_changes()
         .into_iter()
         .filter(FibChange::is_gone)
         .map(|c| c.prefix)
         .collect();
+    gone.sort();
     assert_eq!(gone, vec![p("10.1.0.0/16"), p("10.3.0.0/16")]);
 }
 

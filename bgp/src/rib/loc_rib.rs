@@ -732,7 +732,9 @@ impl Rib {
     }
 
     /// The pending best-route changes, each prefix once in its latest
-    /// state, in first-change order (IPv4 first). Empties the queue.
+    /// state, IPv4 first. Empties the queue. Order: first change first;
+    /// when more than a quarter of a family's table is pending, table
+    /// order (one sequential pass instead of a probe per prefix).
     pub fn take_fib_changes(&mut self) -> Vec<FibChange> {
         let mut out = Vec::with_capacity(self.pending_fib_changes());
         self.drain_fib::<V4Key>(&mut out);
@@ -747,10 +749,7 @@ impl Rib {
 
     fn drain_fib<K: Fam>(&mut self, out: &mut Vec<FibChange>) {
         let (core, fam) = K::split(self);
-        for k in std::mem::take(&mut fam.fib_dirty) {
-            let Some(e) = fam.table.get_mut(&k) else {
-                continue;
-            };
+        let fib_change = |k: K, e: &mut Entry| {
             e.fib_dirty = false;
             let paths = e
                 .selected()
@@ -767,13 +766,32 @@ impl Rib {
                     }
                 })
                 .collect();
+            FibChange {
+                prefix: k.prefix(),
+                paths,
+            }
+        };
+        if fam.fib_dirty.len() * 4 >= fam.table.len() {
+            // A bulk change (a table load, a peer down): one sequential
+            // pass over the table beats a random probe per prefix
+            // (measured: 0.30 s -> well under 0.1 s for 1M). Table order.
+            fam.fib_dirty = Vec::new();
+            fam.table.retain(|k, e| {
+                if e.fib_dirty {
+                    out.push(fib_change(*k, e));
+                }
+                !e.is_empty()
+            });
+            return;
+        }
+        for k in std::mem::take(&mut fam.fib_dirty) {
+            let Some(e) = fam.table.get_mut(&k) else {
+                continue;
+            };
+            out.push(fib_change(k, e));
             if e.is_empty() {
                 fam.table.remove(&k);
             }
-            out.push(FibChange {
-                prefix: k.prefix(),
-                paths,
-            });
         }
     }
 

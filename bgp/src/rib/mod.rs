@@ -39,6 +39,21 @@
 //! route at a million routes); the price is that peer-down and graceful
 //! restart walk the table.
 //!
+//! # How the speaker core drives it
+//!
+//! ```text
+//! Rib::new(RibConfig)                       once; hash_seed from the shell's RNG
+//! add_peer(PeerConfig) -> PeerId            per configured neighbour
+//! peer_up(id, Session)                      Established: queues the whole Loc-RIB for it
+//! apply_update(id, &wire::Update)           every UPDATE (or announce/withdraw with PathAttrs)
+//!   -> ImportOutcome { max_prefix: Some(e) } e.notification(): Cease to send, or warn only
+//! originate(prefix, attrs) / withdraw_local(prefix)
+//! take_updates(id) -> Vec<OutUpdate>        after each input batch; OutUpdate::encode(ctx, buf)
+//! take_fib_changes() -> Vec<FibChange>      whenever the FIB writer is ready
+//! mark_stale(id) / purge_stale(id)          graceful restart: session lost / End-of-RIB or timer
+//! peer_down(id) / remove_peer(id)           session lost without GR / unconfigured
+//! ```
+//!
 //! # What the RIB does not do
 //!
 //! - IGP cost / next-hop reachability (decision step (e) of §9.1.2.2 and
@@ -47,6 +62,10 @@
 //!   more; NO_EXPORT_SUBCONFED is handled as NO_EXPORT.
 //! - ADD-PATH send: each peer gets the best path only.
 //! - Stale (graceful restart) paths compete normally in the decision.
+//! - A peer's new import filter applies to routes received after it (no
+//!   soft reconfiguration inbound; ask the peer for a ROUTE-REFRESH);
+//!   changing a peer's AS (iBGP <-> eBGP) does not re-run the decision for
+//!   the routes it already sent.
 
 pub mod attrs;
 pub mod decision;
