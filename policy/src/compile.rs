@@ -481,8 +481,20 @@ impl<'a> Index<'a> {
 /// `(protocol, port)` of every container port named `name` with `protocol`.
 fn named_ports(pod: &Pod, protocol: Protocol, name: &str) -> Vec<u16> {
     let mut out = Vec::new();
-    let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
-    for port in containers.flat_map(|c| c.ports.iter().flatten()) {
+    let Some(spec) = &pod.spec else { return out };
+    // Regular containers, plus sidecars (init containers that keep running,
+    // restartPolicy Always): both serve on the pod's IP for its lifetime.
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    for port in spec
+        .containers
+        .iter()
+        .chain(sidecars)
+        .flat_map(|c| c.ports.iter().flatten())
+    {
         let proto = port
             .protocol
             .as_deref()
@@ -546,20 +558,21 @@ impl SetSpec {
 /// so a /0 becomes its two /1 halves; `except` ranges are `nomatch`
 /// entries, which win because a lookup takes the most specific prefix.
 fn block_entries(cidr: &IpNet, except: &[IpNet]) -> Vec<SetEntry> {
-    let mut out = Vec::new();
-    if cidr.prefix_len() == 0 {
-        if let Ok(halves) = cidr.subnets(1) {
-            out.extend(halves.map(|net| SetEntry::Net {
-                net,
-                nomatch: false,
-            }));
-        }
+    let halves: Vec<IpNet> = if cidr.prefix_len() == 0 {
+        cidr.subnets(1).map(|h| h.collect()).unwrap_or_default()
     } else {
-        out.push(SetEntry::Net {
-            net: *cidr,
+        vec![*cidr]
+    };
+    // An except equal to a /0's half would be the same net twice, once
+    // `nomatch`: ipset refuses the second add, and the half is all excepted.
+    let mut out: Vec<SetEntry> = halves
+        .into_iter()
+        .filter(|h| !except.contains(h))
+        .map(|net| SetEntry::Net {
+            net,
             nomatch: false,
-        });
-    }
+        })
+        .collect();
     out.extend(except.iter().map(|net| SetEntry::Net {
         net: *net,
         nomatch: true,

@@ -1216,3 +1216,60 @@ fn a_pod_without_an_address_contributes_nothing_but_is_still_protected() {
     assert!(!e.allowed);
     assert!(matches!(e.egress, SideVerdict::Dropped { .. }), "{e}");
 }
+
+#[test]
+fn an_except_equal_to_half_of_a_zero_prefix_leaves_only_the_other_half() {
+    let s = cluster(vec![mk_policy(
+        "prod",
+        "p",
+        json!({"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+               "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["128.0.0.0/1"]}}]}]}),
+    )]);
+    let c = compile(&s);
+    let set = c
+        .ruleset
+        .sets
+        .values()
+        .find(|s| s.kind == SetKind::HashNet)
+        .expect("block set");
+    let text: Vec<String> = set
+        .entries
+        .iter()
+        .map(crate::render::ipset::entry_text)
+        .collect();
+    assert_eq!(text, ["0.0.0.0/1", "128.0.0.0/1 nomatch"]);
+    assert!(tcp(&s, pod("prod", "web"), ip("10.0.0.1"), 80));
+    assert!(!tcp(&s, pod("prod", "web"), ip("192.0.2.1"), 80));
+}
+
+#[test]
+fn named_ports_of_sidecars_count_but_plain_init_containers_do_not() {
+    use k8s_openapi::api::core::v1::{Container, ContainerPort};
+    let port = |name: &str, n: i32| ContainerPort {
+        name: Some(name.into()),
+        container_port: n,
+        ..Default::default()
+    };
+    let mut s = cluster(vec![mk_policy(
+        "prod",
+        "p",
+        json!({"podSelector": {"matchLabels": {"app": "web"}},
+               "ingress": [{"ports": [{"port": "proxy"}, {"port": "setup"}]}]}),
+    )]);
+    let spec = s.pods[0].spec.as_mut().expect("spec");
+    spec.init_containers = Some(vec![
+        Container {
+            name: "mesh".into(),
+            restart_policy: Some("Always".into()),
+            ports: Some(vec![port("proxy", 15001)]),
+            ..Default::default()
+        },
+        Container {
+            name: "init".into(),
+            ports: Some(vec![port("setup", 7000)]),
+            ..Default::default()
+        },
+    ]);
+    assert!(tcp(&s, ip(EXTERNAL), pod("prod", "web"), 15001));
+    assert!(!tcp(&s, ip(EXTERNAL), pod("prod", "web"), 7000));
+}

@@ -37,10 +37,16 @@ pub(crate) fn full_payload(sets: &[(&String, &IpSet)]) -> String {
     out
 }
 
+/// Room for every pod of a large cluster in one set (the default, 65536,
+/// is below Kubernetes' 150,000-pod limit). Fixed, because `create -exist`
+/// fails on a set that exists with other parameters. Memory follows the
+/// entries, not this limit.
+pub const MAX_ELEM: u32 = 1_048_576;
+
 pub(crate) fn create(out: &mut String, name: &str, set: &IpSet) {
     let _ = writeln!(
         out,
-        "create {name} {} family {} -exist",
+        "create {name} {} family {} maxelem {MAX_ELEM} -exist",
         set.kind.ipset_type(),
         set.family.ipset_family()
     );
@@ -116,8 +122,8 @@ mod tests {
         );
         assert_eq!(
             ipset_restore(&rs, Family::V4),
-            "create tort-n4-a hash:net family inet -exist\n\
-             create tort-tmp-n4-a hash:net family inet -exist\n\
+            "create tort-n4-a hash:net family inet maxelem 1048576 -exist\n\
+             create tort-tmp-n4-a hash:net family inet maxelem 1048576 -exist\n\
              flush tort-tmp-n4-a\n\
              add tort-tmp-n4-a 10.0.0.0/8\n\
              add tort-tmp-n4-a 10.1.0.0/16 nomatch\n\
