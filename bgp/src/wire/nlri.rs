@@ -111,12 +111,27 @@ impl Prefix {
     }
 
     /// Append the RFC 4271 §4.3 encoding: length, then just enough octets.
+    #[inline]
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.len);
         let n = usize::from(self.len).div_ceil(8);
         match self.addr {
-            IpAddr::V4(a) => out.extend_from_slice(a.octets().get(..n).unwrap_or_default()),
-            IpAddr::V6(a) => out.extend_from_slice(a.octets().get(..n).unwrap_or_default()),
+            IpAddr::V4(a) => {
+                // Fixed-size writes: a variable-length copy per prefix
+                // dominates packing a full table otherwise.
+                let [a0, a1, a2, a3] = a.octets();
+                let len = self.len;
+                match n {
+                    0 => out.push(len),
+                    1 => out.extend_from_slice(&[len, a0]),
+                    2 => out.extend_from_slice(&[len, a0, a1]),
+                    3 => out.extend_from_slice(&[len, a0, a1, a2]),
+                    _ => out.extend_from_slice(&[len, a0, a1, a2, a3]),
+                }
+            }
+            IpAddr::V6(a) => {
+                out.push(self.len);
+                out.extend_from_slice(a.octets().get(..n).unwrap_or_default());
+            }
         }
     }
 }
