@@ -139,11 +139,11 @@ impl RouteSocket {
                             }
                             break 'recv;
                         }
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(rm)) => {
-                            if u8::from(rm.header.protocol) == protocol {
-                                if let Some(r) = from_message(&rm) {
-                                    routes.push(r);
-                                }
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(rm))
+                            if u8::from(rm.header.protocol) == protocol =>
+                        {
+                            if let Some(r) = from_message(&rm) {
+                                routes.push(r);
                             }
                         }
                         _ => {}
