@@ -8,11 +8,12 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use proptest::prelude::*;
 
 use tortie_bgp::wire::{
-    decode_message, frame, messages, AddPathFamily, AddPathMode, Afi, Aggregator, AsPath,
-    AsSegment, Asn, Capability, Community, ErrorCode, ExtendedCommunity, Family, FamilySet,
-    GracefulRestart, GracefulRestartFamily, HoldTime, LargeCommunity, Message, MpReach, MpUnreach,
-    NextHop, NlriEntry, NlriSet, Notification, Open, Origin, PathAttributes, Prefix, RouteRefresh,
-    RouteRefreshSubtype, RouterId, Safi, SegmentType, SessionContext, UnknownAttribute, Update,
+    decode_message, frame, messages, pack_announcements, pack_withdrawals, AddPathFamily,
+    AddPathMode, Afi, Aggregator, AsPath, AsSegment, Asn, Capability, Community, ErrorCode,
+    ExtendedCommunity, Family, FamilySet, Frame, GracefulRestart, GracefulRestartFamily, HoldTime,
+    LargeCommunity, Message, MpReach, MpUnreach, NextHop, NlriEntry, NlriSet, Notification, Open,
+    Origin, PathAttributes, Prefix, RouteRefresh, RouteRefreshSubtype, RouterId, Safi, SegmentType,
+    SessionContext, UnknownAttribute, Update,
 };
 
 const FAMILIES: [Family; 4] = [
@@ -526,4 +527,139 @@ proptest! {
 fn community_and_prefix_types_are_small() {
     assert_eq!(std::mem::size_of::<Community>(), 4);
     assert!(std::mem::size_of::<Prefix>() <= 20);
+}
+
+/// A plain reference reader of an NLRI field (RFC 4271 §4.3, RFC 7911 §3),
+/// written for clarity, to check the optimised decoder against.
+fn reference_nlri(mut b: &[u8], ipv6: bool, add_path: bool) -> Option<Vec<NlriEntry>> {
+    let max = if ipv6 { 128 } else { 32 };
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let mut path_id = None;
+        if add_path {
+            let id = b.get(..4)?;
+            path_id = Some(u32::from_be_bytes([id[0], id[1], id[2], id[3]]));
+            b = &b[4..];
+        }
+        let len = *b.first()?;
+        if len > max {
+            return None;
+        }
+        let n = (usize::from(len) + 7) / 8;
+        let octets = b.get(1..1 + n)?;
+        let mut full = [0u8; 16];
+        full[..n].copy_from_slice(octets);
+        let prefix = if ipv6 {
+            Prefix::v6(Ipv6Addr::from(full), len).ok()?
+        } else {
+            Prefix::v4(Ipv4Addr::new(full[0], full[1], full[2], full[3]), len).ok()?
+        };
+        out.push(NlriEntry { path_id, prefix });
+        b = &b[1 + n..];
+    }
+    Some(out)
+}
+
+/// Split a packed stream into message lengths.
+fn frame_lengths(mut stream: &[u8], ctx: &SessionContext) -> Vec<usize> {
+    let mut lens = Vec::new();
+    while let Ok(Frame::Complete { length, .. }) = frame(stream, ctx) {
+        lens.push(length);
+        stream = &stream[length..];
+    }
+    assert!(stream.is_empty(), "packer left a partial message");
+    lens
+}
+
+fn routes(family: Family, ctx: SessionContext) -> impl Strategy<Value = Vec<NlriEntry>> {
+    let with_ids = ctx.sends_path_ids(family);
+    proptest::collection::vec((prefix(family.afi), any::<u32>()), 0..3000).prop_map(move |v| {
+        v.into_iter()
+            .map(|(prefix, id)| NlriEntry {
+                path_id: with_ids.then_some(id),
+                prefix,
+            })
+            .collect()
+    })
+}
+
+fn ctx_family_routes() -> impl Strategy<Value = (SessionContext, Family, Vec<NlriEntry>)> {
+    (context(), family()).prop_flat_map(|(ctx, f)| routes(f, ctx).prop_map(move |r| (ctx, f, r)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn nlri_decoder_matches_reference(
+        bytes in proptest::collection::vec(any::<u8>(), 0..64),
+        ipv6 in any::<bool>(),
+        add_path in any::<bool>(),
+        small_lengths in any::<bool>(),
+    ) {
+        // Bias length octets into range half of the time so valid fields
+        // are common, not just errors.
+        let mut bytes = bytes;
+        if small_lengths {
+            for b in bytes.iter_mut() {
+                *b %= if ipv6 { 129 } else { 33 };
+            }
+        }
+        let family = if ipv6 { Family::IPV6_UNICAST } else { Family::IPV4_UNICAST };
+        let ours = NlriSet::decode(family, add_path, &bytes).ok().map(|s| s.iter().collect::<Vec<_>>());
+        prop_assert_eq!(ours, reference_nlri(&bytes, ipv6, add_path));
+    }
+
+    #[test]
+    fn packer_round_trips_densely((ctx, family, routes) in ctx_family_routes(), attrs in attributes(true)) {
+        let mut attrs = attrs;
+        attrs.origin.get_or_insert(Origin::Igp);
+        attrs.as_path.get_or_insert_with(AsPath::default);
+        // Keep the attributes small enough to leave room for NLRI.
+        attrs.unknown.clear();
+        let ctx = SessionContext { four_octet_as: true, ..ctx };
+        let next_hop = if family.is_ipv6() {
+            NextHop::V6 { global: Ipv6Addr::LOCALHOST, link_local: None }
+        } else {
+            NextHop::V4(Ipv4Addr::new(192, 0, 2, 1))
+        };
+        let mut out = Vec::new();
+        let n = pack_announcements(&attrs, family, next_hop, routes.iter().copied(), &ctx, &mut out)
+            .expect("packs");
+        let lens = frame_lengths(&out, &ctx);
+        prop_assert_eq!(lens.len(), n);
+        let mut got = Vec::new();
+        for m in messages(&out, &ctx) {
+            let Ok(Message::Update(u)) = m else { panic!("{m:?}") };
+            prop_assert_eq!(u.treat_as_withdraw, None);
+            prop_assert!(u.discarded.is_empty());
+            got.extend(u.announced_entries().map(|(f, e)| { assert_eq!(f, family); e }));
+        }
+        prop_assert_eq!(&got, &routes);
+        // Dense: a message other than the last could not take the next route.
+        let add_path = ctx.sends_path_ids(family);
+        let mut next = 0usize;
+        for (i, len) in lens.iter().enumerate() {
+            prop_assert!(*len <= ctx.max_message_len());
+            let count = messages(&out, &ctx).nth(i).and_then(|m| m.ok()).map(|m| match m {
+                Message::Update(u) => u.announced_entries().len(),
+                _ => 0,
+            }).unwrap_or(0);
+            next += count;
+            if let Some(e) = routes.get(next) {
+                prop_assert!(len + e.wire_len(add_path) > ctx.max_message_len(), "message {} not full", i);
+            }
+        }
+
+        out.clear();
+        let n = pack_withdrawals(family, routes.iter().copied(), &ctx, &mut out).expect("packs");
+        prop_assert_eq!(frame_lengths(&out, &ctx).len(), n);
+        let got: Vec<NlriEntry> = messages(&out, &ctx)
+            .flat_map(|m| match m {
+                Ok(Message::Update(u)) => u.withdrawn_entries().map(|(_, e)| e).collect::<Vec<_>>(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        prop_assert_eq!(&got, &routes);
+    }
 }
