@@ -1035,3 +1035,22 @@ fn failure_report_for_a_closed_socket_is_not_the_connect_attempt_failing() {
     ));
     assert_eq!(t.fsm.connections(), vec![C1, ConnId(7)]);
 }
+
+#[test]
+fn route_refresh_for_a_family_not_negotiated_is_ignored() {
+    let mut t = T::in_state(State::Established);
+    let acts = t.ev(Event::RouteRefreshMsg {
+        conn: C1,
+        refresh: RouteRefresh::request(Family::IPV6_UNICAST),
+    });
+    assert!(acts.is_empty(), "{acts:?}");
+    assert_eq!(t.fsm.state(), State::Established);
+    let acts = t.ev(Event::RouteRefreshMsg {
+        conn: C1,
+        refresh: RouteRefresh::request(Family::IPV4_UNICAST),
+    });
+    assert!(matches!(
+        acts.as_slice(),
+        [Action::RouteRefreshReceived { .. }]
+    ));
+}

@@ -17,15 +17,30 @@
 //!       connect finished on conn c       => act(fsm.handle(now, Event::TcpCrAcked { conn: c }))
 //!       accepted from the peer as c      => act(fsm.handle(now, Event::TcpConnectionConfirmed { conn: c }))
 //!       message m decoded on c           => act(fsm.handle(now, Event::received(c, m)))
-//!         (decode with fsm.context_for(c))
+//!         (frame and decode with fsm.context_for(c), one message at a time:
+//!          the context changes once the peer's OPEN is accepted)
 //!       decode error e on c              => act(fsm.handle(now, Event::decode_failed(c, e)))
-//!       socket c closed / failed         => act(fsm.handle(now, Event::TcpConnectionFails { conn: c }))
+//!       socket c closed / connect failed => act(fsm.handle(now, Event::TcpConnectionFails { conn: c }))
+//!       writes to c stuck / moving again => Event::SendStalled / Event::SendProgress (RFC 9687)
 //!     }
 //!   }
 //! ```
 //!
+//! `act` carries out each [`Action`]: `Connect` (one outbound attempt,
+//! replacing any in flight) and `AbortConnect`; `Send` (encode with
+//! `context_for(conn)`); `Close` (write the NOTIFICATION if any, without
+//! waiting long, then close; later events about that id are ignored);
+//! `StateChanged` (log, status); `Established` / `SessionDown` /
+//! `UpdateReceived` / `RouteRefreshReceived` (hand to the speaker and RIB).
+//! UPDATEs go out through [`Fsm::send_update`], or, when the caller encodes
+//! them itself, as bytes followed by [`Fsm::messages_sent`] so the
+//! KeepaliveTimer restarts. [`DownReason::explain`] names the peer in a
+//! reason; [`Fsm::last_error`] is `lastError` in `tortie status`.
+//!
+//! Connection ids ([`ConnId`]) are the shell's and must never be reused.
+//!
 //! Files: [`state`], [`event`], [`action`], [`timers`], [`config`],
-//! [`negotiate`], [`collision`], and [`peer`] (the machine itself).
+//! [`negotiate`](mod@negotiate), [`collision`], and [`peer`] (the machine itself).
 
 pub mod action;
 pub mod collision;

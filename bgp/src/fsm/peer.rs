@@ -751,7 +751,14 @@ impl Fsm {
             Event::RouteRefreshMsg { refresh, .. } => match state {
                 State::Established => {
                     self.arm_hold(now);
-                    self.out.push(Action::RouteRefreshReceived { refresh });
+                    // RFC 2918 §4: a family we did not negotiate is ignored.
+                    let ours = self
+                        .negotiated
+                        .as_ref()
+                        .is_some_and(|n| n.families.contains(&refresh.family));
+                    if ours {
+                        self.out.push(Action::RouteRefreshReceived { refresh });
+                    }
                 }
                 _ => self.unexpected_message(now, "RouteRefreshMsg"),
             },

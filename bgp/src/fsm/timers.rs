@@ -283,6 +283,28 @@ mod tests {
         assert_eq!(b.next_wait(1.0), Duration::from_secs(1));
     }
 
+    proptest::proptest! {
+        /// Whatever the jitter source says, each wait stays within
+        /// [0.75, 1.0] of a nominal value that doubles up to the cap.
+        #[test]
+        fn backoff_waits_stay_in_bounds(
+            factors in proptest::collection::vec(-1.0f64..3.0, 1..40),
+            initial_ms in 1u64..5_000,
+            max_s in 1u64..600,
+        ) {
+            let initial = Duration::from_millis(initial_ms);
+            let max = Duration::from_secs(max_s);
+            let mut b = Backoff::new(initial, max);
+            let mut nominal = initial.min(max);
+            for f in factors {
+                let w = b.next_wait(f);
+                proptest::prop_assert!(w <= nominal);
+                proptest::prop_assert!(w >= nominal.mul_f64(JITTER_MIN) - Duration::from_nanos(1));
+                nominal = nominal.saturating_mul(2).min(max);
+            }
+        }
+    }
+
     #[test]
     fn scripted_jitter_cycles() {
         let mut j = ScriptedJitter::new(vec![0.75, 0.9]);
