@@ -80,12 +80,10 @@ pub fn diff(old: Option<&Ruleset>, new: &Ruleset) -> Update {
     let mut ipset = String::new();
     for (name, set) in &new.sets {
         match old.sets.get(name) {
-            None => {
-                ipset_text::create(&mut ipset, name, set);
-                for e in &set.entries {
-                    ipset_text::add(&mut ipset, name, e);
-                }
-            }
+            // A set new to us may still exist in the kernel (left over
+            // from an earlier run, or stale but busy): fill a temporary
+            // twin and swap, so nothing old survives in it.
+            None => ipset.push_str(&ipset_text::full_payload(&[(name, set)])),
             Some(prev) if prev != set => set_delta(&mut ipset, name, prev, set),
             Some(_) => {}
         }

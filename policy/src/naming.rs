@@ -140,10 +140,16 @@ mod tests {
     fn golden_names_do_not_drift() {
         // Pinned so an accidental change of the identity text shows up here
         // before it renames every chain on every node.
+        // Values computed independently (Python hashlib).
         assert_eq!(
             policy_chain("default", "deny-all", Direction::Ingress),
-            policy_chain("default", "deny-all", Direction::Ingress)
+            "TORT-PI-3fc178b2a2f67f55"
         );
+        assert_eq!(
+            workload_chain("default", "web-0", Direction::Egress),
+            "TORT-FW-5363bbe97380f18e"
+        );
+        assert_eq!(host_interface_name("default", "web-0"), "tort0d7763386da");
         assert_eq!(sha1_hex("abc"), "a9993e364706816aba3e25717850c26c9cd0d89d");
     }
 }

@@ -1273,3 +1273,26 @@ fn named_ports_of_sidecars_count_but_plain_init_containers_do_not() {
     assert!(tcp(&s, ip(EXTERNAL), pod("prod", "web"), 15001));
     assert!(!tcp(&s, ip(EXTERNAL), pod("prod", "web"), 7000));
 }
+
+#[test]
+fn a_policy_added_creates_its_sets_by_swap_and_writes_only_affected_chains() {
+    let before = compile(&cluster(vec![]));
+    let s = cluster(vec![mk_policy(
+        "prod",
+        "p",
+        json!({"podSelector": {"matchLabels": {"app": "db"}},
+               "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+    )]);
+    let after = compile(&s);
+    let u = diff(Some(&before.ruleset), &after.ruleset);
+    let mut want = vec![
+        naming::policy_chain("prod", "p", Direction::Ingress),
+        naming::workload_chain("prod", "db", Direction::Ingress),
+    ];
+    want.sort();
+    assert_eq!(u.touched_chains(), want);
+    // Both families' peer sets, each filled aside and swapped in.
+    assert_eq!(u.ipset.matches("\nswap ").count(), 2, "{}", u.ipset);
+    assert!(u.ipset.contains("add tort-tmp-p4-"));
+    assert!(u.stale_sets.is_empty());
+}
