@@ -261,19 +261,25 @@ pub(crate) struct MemoKey {
     pub(crate) rule: usize,
 }
 
-impl MemoKey {
-    fn same(&self, o: &MemoKey) -> bool {
-        Arc::ptr_eq(&self.attrs, &o.attrs)
-            && self.src == o.src
-            && self.family == o.family
-            && self.rule == o.rule
-    }
-}
-
 impl ExportMemo {
-    pub(crate) fn get(&self, k: &MemoKey) -> Option<Option<Arc<PathAttrs>>> {
+    /// The remembered result for these inputs (compared without cloning
+    /// anything: this runs once per prefix per peer).
+    pub(crate) fn get(
+        &self,
+        attrs: &Arc<PathAttrs>,
+        src: &ExportSource,
+        family: Family,
+        rule: usize,
+    ) -> Option<Option<Arc<PathAttrs>>> {
         match &self.last {
-            Some((key, v)) if key.same(k) => Some(v.clone()),
+            Some((k, v))
+                if Arc::ptr_eq(&k.attrs, attrs)
+                    && k.src == *src
+                    && k.family == family
+                    && k.rule == rule =>
+            {
+                Some(v.clone())
+            }
             _ => None,
         }
     }

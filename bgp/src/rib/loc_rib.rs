@@ -271,15 +271,17 @@ fn export_to(
 ) -> Option<Arc<PathAttrs>> {
     let sess = peer.session?;
     let (path, src) = best?;
+    let family = family_of(prefix);
+    let rule = deciding_rule(&peer.cfg.export, prefix, &path.attrs);
+    if let Some(v) = peer.memo.get(&path.attrs, &src, family, rule) {
+        return v;
+    }
     let key = MemoKey {
         attrs: Arc::clone(&path.attrs),
         src,
-        family: family_of(prefix),
-        rule: deciding_rule(&peer.cfg.export, prefix, &path.attrs),
+        family,
+        rule,
     };
-    if let Some(v) = peer.memo.get(&key) {
-        return v;
-    }
     let dst = ExportTarget {
         peer: peer_id,
         ebgp: peer.ebgp,
