@@ -12,3 +12,6 @@ pub mod shell;
 pub mod socket;
 
 pub use shell::{start, Handle, RuntimeConfig, StatusReport, Stopped};
+
+#[cfg(test)]
+mod tests;
