@@ -545,7 +545,7 @@ fn reference_nlri(mut b: &[u8], ipv6: bool, add_path: bool) -> Option<Vec<NlriEn
         if len > max {
             return None;
         }
-        let n = (usize::from(len) + 7) / 8;
+        let n = usize::from(len).div_ceil(8);
         let octets = b.get(1..1 + n)?;
         let mut full = [0u8; 16];
         full[..n].copy_from_slice(octets);

@@ -789,7 +789,10 @@ fn decode_as_path(mut v: &[u8], four_octet: bool) -> Result<AsPath, AttributeIss
             body.chunks_exact(4).map(|c| Asn(be32(c))).collect()
         } else {
             body.chunks_exact(2)
-                .map(|c| Asn(u32::from(u16::from_be_bytes([c[0], c[1]]))))
+                .map(|c| {
+                    let two = <[u8; 2]>::try_from(c).unwrap_or_default();
+                    Asn(u32::from(u16::from_be_bytes(two)))
+                })
                 .collect()
         };
         segments.push(AsSegment { kind, asns });

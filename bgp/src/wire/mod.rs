@@ -40,6 +40,15 @@
 //! input at hand. Every length is checked against the bytes actually
 //! present before use.
 
+// Enforced, not just promised: wire data never reaches an index, unwrap,
+// expect or panic in this module (STYLE.md).
+#![deny(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 pub mod attribute;
 pub mod capability;
 pub mod context;
