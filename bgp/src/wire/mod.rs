@@ -49,6 +49,7 @@
     clippy::panic
 )]
 
+pub mod as_path;
 pub mod attribute;
 pub mod capability;
 pub mod context;
