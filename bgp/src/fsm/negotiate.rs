@@ -871,4 +871,70 @@ mod tests {
             .collect();
         assert_eq!(codes, vec![1, 1, 2, 65, 6]);
     }
+
+    fn arb_families() -> impl proptest::strategy::Strategy<Value = Vec<Family>> {
+        proptest::sample::subsequence(SUPPORTED_FAMILIES.to_vec(), 0..=4)
+    }
+
+    proptest::proptest! {
+        /// Both ends of a session agree on what was negotiated, with the
+        /// ADD-PATH directions mirrored.
+        #[test]
+        fn both_ends_agree(
+            fa in arb_families(), fb in arb_families(),
+            rxa in arb_families(), txa in arb_families(),
+            rxb in arb_families(), txb in arb_families(),
+            flags in proptest::array::uniform8(proptest::bool::ANY),
+            ha in proptest::prop_oneof![proptest::strategy::Just(0u16), 3u16..400],
+            hb in proptest::prop_oneof![proptest::strategy::Just(0u16), 3u16..400],
+        ) {
+            let mut a = cfg(65001, 4_200_000_002, 1);
+            let mut b = cfg(4_200_000_002, 65001, 2);
+            a.families = fa;
+            b.families = fb;
+            a.add_path_receive = rxa;
+            a.add_path_send = txa;
+            b.add_path_receive = rxb;
+            b.add_path_send = txb;
+            a.four_octet_as = flags[0];
+            a.extended_message = flags[1];
+            b.extended_message = flags[2];
+            a.route_refresh = flags[3];
+            b.enhanced_route_refresh = flags[4];
+            a.enhanced_route_refresh = flags[5];
+            if flags[6] {
+                a.graceful_restart = Some(Default::default());
+            }
+            if flags[7] {
+                b.graceful_restart = Some(Default::default());
+            }
+            a.hold_time = HoldTime(ha);
+            b.hold_time = HoldTime(hb);
+            let na = pair(&a, &b);
+            let nb = pair(&b, &a);
+            // A cannot read B's 4-octet AS without the capability only if
+            // it ignores it; we always read it, so both accept.
+            let (na, nb) = match (na, nb) {
+                (Ok(x), Ok(y)) => (x, y),
+                other => return Err(proptest::test_runner::TestCaseError::fail(format!("{other:?}"))),
+            };
+            proptest::prop_assert_eq!(&na.families, &nb.families);
+            proptest::prop_assert_eq!(na.hold_time, nb.hold_time);
+            proptest::prop_assert_eq!(na.keepalive.is_some(), na.hold_time.0 != 0);
+            proptest::prop_assert_eq!(na.four_octet_as, nb.four_octet_as);
+            proptest::prop_assert_eq!(na.four_octet_as, flags[0]);
+            proptest::prop_assert_eq!(na.extended_message, flags[1] && flags[2]);
+            proptest::prop_assert_eq!(na.extended_message, nb.extended_message);
+            proptest::prop_assert_eq!(na.route_refresh, nb.route_refresh);
+            proptest::prop_assert_eq!(na.enhanced_route_refresh, nb.enhanced_route_refresh);
+            proptest::prop_assert_eq!(&na.add_path_receive, &nb.add_path_send);
+            proptest::prop_assert_eq!(&na.add_path_send, &nb.add_path_receive);
+            proptest::prop_assert_eq!(na.context.add_path_receive, nb.context.add_path_send);
+            proptest::prop_assert_eq!(na.peer_graceful_restart.is_some(), flags[7]);
+            proptest::prop_assert_eq!(nb.peer_graceful_restart.is_some(), flags[6]);
+            for f in &na.families {
+                proptest::prop_assert!(a.families.contains(f) && b.families.contains(f) || (a.families.is_empty() || b.families.is_empty()) && *f == Family::IPV4_UNICAST);
+            }
+        }
+    }
 }
