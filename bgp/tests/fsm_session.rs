@@ -598,3 +598,48 @@ fn peer_notification_in_established_is_reported() {
     assert_eq!(net.state(Side::A), State::Established);
     assert_eq!(net.state(Side::B), State::Established);
 }
+
+#[test]
+fn a_virtual_day_with_tight_timers_and_random_jitter_never_drops() {
+    // Hold time 3 s (the RFC minimum), keepalive 1 s jittered down to
+    // 0.75 s, both sides, for 24 virtual hours: ~200k KEEPALIVEs through
+    // the codec, and not one hold timer expiry.
+    let (mut a, mut b) = ebgp_pair();
+    a.hold_time = HoldTime(3);
+    b.hold_time = HoldTime(3);
+    b.passive = true;
+    let factors = |seed: u64| {
+        // A small LCG: deterministic "random" factors in [0.75, 1.0].
+        let mut x = seed;
+        (0..997)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                0.75 + 0.25 * ((x >> 11) as f64 / (1u64 << 53) as f64)
+            })
+            .collect::<Vec<f64>>()
+    };
+    let mut net = Net::new(
+        Fsm::new(a, Box::new(ScriptedJitter::new(factors(1)))),
+        Fsm::new(b, Box::new(ScriptedJitter::new(factors(2)))),
+    );
+    net.start(Event::ManualStart, Event::ManualStart);
+    assert_eq!(net.state(Side::A), State::Established);
+    net.clear_log();
+    let started = std::time::Instant::now();
+    net.advance(secs(24 * 3600));
+    let elapsed = started.elapsed();
+    assert_eq!(net.state(Side::A), State::Established);
+    assert_eq!(net.state(Side::B), State::Established);
+    let downs = net
+        .log
+        .iter()
+        .filter(|(_, _, a)| matches!(a, Action::SessionDown { .. } | Action::StateChanged { .. }))
+        .count();
+    assert_eq!(downs, 0);
+    let keepalives = count_sent(&net, Side::A, |m| matches!(m, Message::Keepalive))
+        + count_sent(&net, Side::B, |m| matches!(m, Message::Keepalive));
+    assert!(keepalives > 2 * 86_400, "{keepalives}");
+    eprintln!("{keepalives} KEEPALIVEs over a virtual day in {elapsed:?}");
+}
