@@ -468,3 +468,54 @@ fn applies_a_decoded_update() {
         .sum();
     assert_eq!(n, 1);
 }
+
+#[test]
+fn applies_an_ipv6_mp_reach_update_and_its_withdrawal() {
+    use tortie_bgp::wire::{Family, MpReach, MpUnreach};
+    let mut l = lab(false, |_, _| {});
+    let v6 = Family::IPV6_UNICAST;
+    let hop = NextHop::V6 {
+        global: "2001:db8:100::3".parse().unwrap(),
+        link_local: Some("fe80::3".parse().unwrap()),
+    };
+    let u = Update {
+        attributes: PathAttrs {
+            as_path: path(&[65003]),
+            ..PathAttrs::local()
+        }
+        .to_wire(),
+        mp_reach: Some(MpReach {
+            next_hop: hop,
+            nlri: NlriSet::from_prefixes(v6, [p("fd00:10::/64"), p("fd00:11::/64")]).unwrap(),
+        }),
+        ..Update::default()
+    };
+    let o = l.rib.apply_update(l.c, &u).unwrap();
+    assert_eq!(o.accepted, 2);
+    assert_eq!(
+        l.rib.best(p("fd00:10::/64")).unwrap().attrs.next_hop,
+        Some(hop)
+    );
+    // Exported to e with our IPv6 session address as next hop.
+    let out = l.rib.advertised(l.e, p("fd00:11::/64")).unwrap();
+    assert_eq!(
+        out.next_hop,
+        Some(NextHop::V6 {
+            global: "2001:db8::1".parse().unwrap(),
+            link_local: None
+        })
+    );
+    let w = Update {
+        mp_unreach: Some(MpUnreach {
+            withdrawn: NlriSet::from_prefixes(v6, [p("fd00:10::/64")]).unwrap(),
+        }),
+        ..Update::default()
+    };
+    let o = l.rib.apply_update(l.c, &w).unwrap();
+    assert_eq!(o.removed, 1);
+    assert!(l.rib.best(p("fd00:10::/64")).is_none());
+    let fib = l.rib.take_fib_changes();
+    assert!(fib
+        .iter()
+        .any(|c| c.prefix == p("fd00:10::/64") && c.is_gone()));
+}
