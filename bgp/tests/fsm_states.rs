@@ -745,6 +745,13 @@ fn reasons_name_the_peer_when_asked() {
         r.explain("192.0.2.1"),
         "hold timer expired after 90 s, no message from 192.0.2.1"
     );
+    let h = DownReason::NotificationReceived {
+        notification: Notification::hold_timer_expired(),
+    };
+    assert_eq!(
+        h.explain("192.0.2.1"),
+        "192.0.2.1 sent NOTIFICATION Hold Timer Expired"
+    );
     let n = DownReason::NotificationReceived {
         notification: Notification::shutdown(CeaseSubcode::AdministrativeShutdown, "upgrade"),
     };

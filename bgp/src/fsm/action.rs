@@ -167,6 +167,16 @@ impl DownReason {
     }
 }
 
+/// A NOTIFICATION for people: the codec's rendering, minus a bare
+/// "subcode 0" where the code has no subcodes (Hold Timer Expired).
+fn describe(n: &Notification) -> String {
+    if n.subcode == 0 && n.data.is_empty() && n.subcode_name().is_none() {
+        n.code.to_string()
+    } else {
+        n.to_string()
+    }
+}
+
 fn secs(d: Duration) -> String {
     format!("{} s", d.as_secs())
 }
@@ -209,7 +219,11 @@ impl fmt::Display for Explained<'_> {
                 write!(f, "stopped by the operator: {m:?}")
             }
             DownReason::AutomaticStop { notification } => {
-                write!(f, "stopped by tortie, sent NOTIFICATION {notification}")
+                write!(
+                    f,
+                    "stopped by tortie, sent NOTIFICATION {}",
+                    describe(notification)
+                )
             }
             DownReason::HoldTimerExpired {
                 hold_time,
@@ -225,7 +239,7 @@ impl fmt::Display for Explained<'_> {
                 secs(*hold_time)
             ),
             DownReason::NotificationReceived { notification } => {
-                write!(f, "{subject} sent NOTIFICATION {notification}")?;
+                write!(f, "{subject} sent NOTIFICATION {}", describe(notification))?;
                 if notification.code == ErrorCode::Cease && notification.subcode == 2 {
                     write!(f, " ({the_peer}'s operator shut the session down)")?;
                 }
@@ -234,12 +248,13 @@ impl fmt::Display for Explained<'_> {
             DownReason::DecodeError { error } => write!(
                 f,
                 "bad message from {the_peer} ({}), sent NOTIFICATION {}",
-                error.kind, error.notification
+                error.kind,
+                describe(&error.notification)
             ),
             DownReason::OpenRejected { error } => write!(
                 f,
                 "OPEN from {the_peer} refused: {error}; sent NOTIFICATION {}",
-                error.notification()
+                describe(&error.notification())
             ),
             DownReason::UnexpectedMessage { message, state } => write!(
                 f,
