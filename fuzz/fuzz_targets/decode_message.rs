@@ -106,6 +106,9 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    assert!(n <= decoded + 1, "messages() yielded {n}, frame() found {decoded}");
+    assert!(
+        n <= decoded + 1,
+        "messages() yielded {n}, frame() found {decoded}"
+    );
     assert!(it.remaining().len() <= stream.len());
 });
