@@ -74,6 +74,39 @@ fn find_or_build() -> Result<PathBuf> {
         .ok_or_else(|| anyhow!("cargo build -p tortie produced no binary next to {exe:?}"))
 }
 
+/// Checks the prerequisites of a test that runs tortie's speaker: root,
+/// network namespaces, BIRD and GoBGP (as [`crate::require_netns`]), and a
+/// `tortie` binary whose `bgp` subcommand takes `--config` (until the
+/// speaker is wired into the binary, `TORTIE_BIN` may point at
+/// `target/debug/examples/bgp`). Skips with a printed reason outside CI;
+/// panics under `CI=true`.
+pub fn require(test: &str) -> bool {
+    if !crate::require_netns(test, TOOLS) {
+        return false;
+    }
+    let why = match tortie_binary() {
+        Err(e) => format!("no tortie binary: {e:#}"),
+        Ok(bin) => {
+            match run_with_timeout(Command::new(&bin).args(["bgp", "--help"]), CLI_TIMEOUT) {
+                Ok(out) if String::from_utf8_lossy(&out.stdout).contains("--config") => {
+                    return true
+                }
+                Ok(_) => format!(
+                    "{} has no `bgp --config` yet (set TORTIE_BIN to a build that has)",
+                    bin.display()
+                ),
+                Err(e) => format!("{} bgp --help failed: {e:#}", bin.display()),
+            }
+        }
+    };
+    let msg = format!("{test}: needs tortie's standalone speaker: {why}");
+    if crate::in_ci() {
+        panic!("{msg} (CI=true: missing prerequisites are failures)");
+    }
+    eprintln!("skipped: {msg}");
+    false
+}
+
 /// A running `tortie bgp`.
 #[derive(Debug)]
 pub struct Tortie {

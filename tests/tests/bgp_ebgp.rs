@@ -20,10 +20,10 @@ use anyhow::{anyhow, ensure, Result};
 use tortie_integration::bird::Bird;
 use tortie_integration::gobgp::{path_for, Gobgp};
 use tortie_integration::tortie_bgp::{
-    bird_tor, gobgp_tor, path_from, tor_and_node, tortie_node, Tortie, NODE_V4, TOOLS, TOR_V4,
+    bird_tor, gobgp_tor, path_from, require, tor_and_node, tortie_node, Tortie, NODE_V4, TOR_V4,
     TOR_V6,
 };
-use tortie_integration::{require_netns, wait_for};
+use tortie_integration::wait_for;
 
 const T: Duration = Duration::from_secs(30);
 const TOR_AS: u32 = 4_200_000_001;
@@ -31,7 +31,7 @@ const NODE_AS: u32 = 4_200_000_011;
 
 #[test]
 fn ebgp_with_bird_both_families_both_ways() -> Result<()> {
-    if !require_netns("ebgp_with_bird", TOOLS) {
+    if !require("ebgp_with_bird") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("ebb")?;
@@ -122,7 +122,7 @@ fn ebgp_with_bird_both_families_both_ways() -> Result<()> {
 
 #[test]
 fn ebgp_with_gobgp_both_families_both_ways() -> Result<()> {
-    if !require_netns("ebgp_with_gobgp", TOOLS) {
+    if !require("ebgp_with_gobgp") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("ebg")?;

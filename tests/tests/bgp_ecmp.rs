@@ -14,8 +14,8 @@ use anyhow::{anyhow, ensure, Result};
 use tortie_integration::bgp_util::bridge;
 use tortie_integration::bird::{Bird, FAST_TIMERS};
 use tortie_integration::gobgp::Gobgp;
-use tortie_integration::tortie_bgp::{config, Tortie, TortiePath, TOOLS};
-use tortie_integration::{require_netns, Netns};
+use tortie_integration::tortie_bgp::{config, require, Tortie, TortiePath};
+use tortie_integration::Netns;
 
 const T: Duration = Duration::from_secs(30);
 
@@ -28,7 +28,7 @@ fn multipath(p: &TortiePath) -> bool {
 
 #[test]
 fn ecmp_two_ebgp_peers_give_two_paths() -> Result<()> {
-    if !require_netns("ecmp_two_ebgp_peers", TOOLS) {
+    if !require("ecmp_two_ebgp_peers") {
         return Ok(());
     }
     let hub = Netns::new("ecmh")?;

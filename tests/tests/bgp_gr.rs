@@ -28,9 +28,9 @@ use anyhow::{anyhow, ensure, Result};
 use tortie_integration::bird::Bird;
 use tortie_integration::gobgp::Gobgp;
 use tortie_integration::tortie_bgp::{
-    bird_tor, gobgp_tor, tor_and_node, tortie_node, Tortie, TOOLS, TOR_V4,
+    bird_tor, gobgp_tor, require, tor_and_node, tortie_node, Tortie, TOR_V4,
 };
-use tortie_integration::{require_netns, wait_for};
+use tortie_integration::wait_for;
 
 const T: Duration = Duration::from_secs(30);
 const TOR_AS: u32 = 65001;
@@ -74,7 +74,7 @@ where
 
 #[test]
 fn tortie_restart_bird_keeps_routes_stale() -> Result<()> {
-    if !require_netns("tortie_restart_bird_keeps_routes_stale", TOOLS) {
+    if !require("tortie_restart_bird_keeps_routes_stale") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("grt")?;
@@ -145,7 +145,7 @@ fn tortie_restart_bird_keeps_routes_stale() -> Result<()> {
 
 #[test]
 fn bird_restart_tortie_keeps_routes_stale() -> Result<()> {
-    if !require_netns("bird_restart_tortie_keeps_routes_stale", TOOLS) {
+    if !require("bird_restart_tortie_keeps_routes_stale") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("grb")?;
@@ -201,7 +201,7 @@ fn bird_restart_tortie_keeps_routes_stale() -> Result<()> {
 
 #[test]
 fn gobgp_restart_tortie_keeps_routes_then_refreshes() -> Result<()> {
-    if !require_netns("gobgp_restart_tortie_keeps_routes", TOOLS) {
+    if !require("gobgp_restart_tortie_keeps_routes") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("grg")?;

@@ -15,9 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use tortie_integration::bird::Bird;
 use tortie_integration::gobgp::Gobgp;
-use tortie_integration::require_netns;
 use tortie_integration::tortie_bgp::{
-    bird_tor, gobgp_tor, tor_and_node, tortie_node, Tortie, TOOLS, TOR_V4,
+    bird_tor, gobgp_tor, require, tor_and_node, tortie_node, Tortie, TOR_V4,
 };
 
 const T: Duration = Duration::from_secs(30);
@@ -68,7 +67,7 @@ fn freeze_and_thaw(tortie: &Tortie, prefix: &str, signal: impl Fn(i32)) -> Resul
 
 #[test]
 fn hold_timer_detects_frozen_bird() -> Result<()> {
-    if !require_netns("hold_timer_detects_frozen_bird", TOOLS) {
+    if !require("hold_timer_detects_frozen_bird") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("hob")?;
@@ -81,7 +80,7 @@ fn hold_timer_detects_frozen_bird() -> Result<()> {
 
 #[test]
 fn hold_timer_detects_frozen_gobgp() -> Result<()> {
-    if !require_netns("hold_timer_detects_frozen_gobgp", TOOLS) {
+    if !require("hold_timer_detects_frozen_gobgp") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("hog")?;

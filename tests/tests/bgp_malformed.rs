@@ -19,8 +19,8 @@ use anyhow::{anyhow, ensure, Context, Result};
 use tortie_integration::bgp_testpeer::{
     as_path, attr, base_attrs, flag, med, next_hop, nlri4, origin_igp, test_open, update, TestPeer,
 };
-use tortie_integration::tortie_bgp::{config, tor_and_node, Tortie, TOOLS};
-use tortie_integration::{require_netns, Netns};
+use tortie_integration::tortie_bgp::{config, require, tor_and_node, Tortie};
+use tortie_integration::Netns;
 
 const T: Duration = Duration::from_secs(20);
 const PEER_AS: u32 = 65001;
@@ -51,7 +51,7 @@ fn connect(ns: &Netns, from: Ipv4Addr) -> Result<TestPeer> {
 
 #[test]
 fn rfc7606_treat_as_withdraw_and_attribute_discard_keep_the_session() -> Result<()> {
-    if !require_netns("rfc7606_keep_session", TOOLS) {
+    if !require("rfc7606_keep_session") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("mak")?;
@@ -227,7 +227,7 @@ fn mp_reach_v6() -> Vec<u8> {
 
 #[test]
 fn rfc7606_session_reset_cases_send_the_right_notification() -> Result<()> {
-    if !require_netns("rfc7606_session_reset", TOOLS) {
+    if !require("rfc7606_session_reset") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("mar")?;

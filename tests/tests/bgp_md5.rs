@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use tortie_integration::bird::Bird;
 use tortie_integration::gobgp::Gobgp;
-use tortie_integration::require_netns;
 use tortie_integration::tortie_bgp::{
-    bird_tor, gobgp_tor, tor_and_node, tortie_node, Tortie, NODE_V4, TOOLS, TOR_V4, TOR_V6,
+    bird_tor, gobgp_tor, require, tor_and_node, tortie_node, Tortie, NODE_V4, TOR_V4, TOR_V6,
 };
 
 const T: Duration = Duration::from_secs(30);
@@ -28,7 +27,7 @@ const PASSWORD: &str = "    password: {value: s3cret}";
 
 #[test]
 fn md5_bird_same_password_establishes() -> Result<()> {
-    if !require_netns("md5_bird_same_password", TOOLS) {
+    if !require("md5_bird_same_password") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("mdbs")?;
@@ -69,7 +68,7 @@ fn never_established(tortie: &Tortie, other: impl Fn() -> bool, what: &str) -> R
 
 #[test]
 fn md5_bird_wrong_password_never_establishes() -> Result<()> {
-    if !require_netns("md5_bird_wrong_password", TOOLS) {
+    if !require("md5_bird_wrong_password") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("mdbw")?;
@@ -91,7 +90,7 @@ fn md5_bird_wrong_password_never_establishes() -> Result<()> {
 
 #[test]
 fn md5_gobgp_same_password_establishes() -> Result<()> {
-    if !require_netns("md5_gobgp_same_password", TOOLS) {
+    if !require("md5_gobgp_same_password") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("mdgs")?;
@@ -108,7 +107,7 @@ fn md5_gobgp_same_password_establishes() -> Result<()> {
 
 #[test]
 fn md5_gobgp_wrong_password_never_establishes() -> Result<()> {
-    if !require_netns("md5_gobgp_wrong_password", TOOLS) {
+    if !require("md5_gobgp_wrong_password") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("mdgw")?;

@@ -20,8 +20,10 @@ use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
 use tortie_integration::bird::Bird;
-use tortie_integration::tortie_bgp::{bird_tor, tor_and_node, tortie_node, Tortie, TOOLS, TOR_V4};
-use tortie_integration::{require_netns, wait_for};
+use tortie_integration::tortie_bgp::{
+    bird_tor, require, tor_and_node, tortie_node, Tortie, TOR_V4,
+};
+use tortie_integration::wait_for;
 
 const T: Duration = Duration::from_secs(30);
 const TOR_AS: u32 = 65001;
@@ -41,7 +43,7 @@ fn channel_stat(
 
 #[test]
 fn refresh_requested_by_bird() -> Result<()> {
-    if !require_netns("refresh_requested_by_bird", TOOLS) {
+    if !require("refresh_requested_by_bird") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("rfb")?;
@@ -75,9 +77,18 @@ fn reject_filter() -> &'static str {
     "    importFilters:\n      - {cidr: 10.245.2.0/24, matchOperator: Equal, action: Reject}"
 }
 
+/// KNOWN FAILURE (tortie bug, reported; not ignored): on SIGHUP with a
+/// changed `importFilters`, the speaker logs "filters or route options
+/// changed: keeping the session, recomputing exports" and only recomputes
+/// the Adj-RIB-Out (`Rib::set_peer_config` -> `refresh_out`): routes
+/// already imported are not re-filtered and no ROUTE-REFRESH is sent, so
+/// the newly rejected 10.245.2.0/24 stays in the RIB. The same filter in
+/// the config at start-up does reject it. Fix belongs in bgp/src/speaker.rs
+/// / bgp/src/rib (re-run import policy over a kept Adj-RIB-In, or send
+/// ROUTE-REFRESH when the peer supports it).
 #[test]
 fn import_filter_change_refreshes_without_reset() -> Result<()> {
-    if !require_netns("import_filter_change_refreshes", TOOLS) {
+    if !require("import_filter_change_refreshes") {
         return Ok(());
     }
     let (tor, node) = tor_and_node("rff")?;

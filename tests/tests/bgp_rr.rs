@@ -21,15 +21,15 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use tortie_integration::bgp_util::bridge;
 use tortie_integration::bird::{Bird, FAST_TIMERS};
-use tortie_integration::tortie_bgp::{config, Tortie, TOOLS};
-use tortie_integration::{require_netns, wait_for, Netns};
+use tortie_integration::tortie_bgp::{config, require, Tortie};
+use tortie_integration::{wait_for, Netns};
 
 const T: Duration = Duration::from_secs(30);
 const AS: u32 = 64512;
 
 #[test]
 fn bird_reflects_between_two_tortie_clients() -> Result<()> {
-    if !require_netns("bird_reflects_between_two_tortie_clients", TOOLS) {
+    if !require("bird_reflects_between_two_tortie_clients") {
         return Ok(());
     }
     let hub = Netns::new("rrbh")?;
@@ -42,16 +42,17 @@ fn bird_reflects_between_two_tortie_clients() -> Result<()> {
             r#"log stderr all;
 router id 192.0.2.1;
 protocol device {{ }}
-template bgp client {{
+template bgp rrc {{
     local 192.0.2.1 as {AS};
     neighbor as {AS};
+    direct;
     rr client;
     rr cluster id 192.0.2.1;
     hold time 6; keepalive time 1; {FAST_TIMERS}
     ipv4 {{ import all; export all; gateway direct; }};
 }}
-protocol bgp c11 from client {{ neighbor 192.0.2.11; }}
-protocol bgp c12 from client {{ neighbor 192.0.2.12; }}
+protocol bgp c11 from rrc {{ neighbor 192.0.2.11; }}
+protocol bgp c12 from rrc {{ neighbor 192.0.2.12; }}
 "#
         ),
     )?;
@@ -95,9 +96,10 @@ fn bird_client(n: u8) -> String {
 router id 192.0.2.{n};
 protocol device {{ }}
 protocol static s4 {{ ipv4; route 10.245.{n}.0/24 blackhole; }}
-protocol bgp rr {{
+protocol bgp reflector {{
     local 192.0.2.{n} as {AS};
     neighbor 192.0.2.11 as {AS};
+    direct;
     hold time 6; keepalive time 1; {FAST_TIMERS}
     ipv4 {{ import all; export all; gateway direct; next hop self; }};
 }}
@@ -107,7 +109,7 @@ protocol bgp rr {{
 
 #[test]
 fn tortie_reflects_between_two_bird_clients() -> Result<()> {
-    if !require_netns("tortie_reflects_between_two_bird_clients", TOOLS) {
+    if !require("tortie_reflects_between_two_bird_clients") {
         return Ok(());
     }
     let hub = Netns::new("rrth")?;
@@ -128,8 +130,8 @@ fn tortie_reflects_between_two_bird_clients() -> Result<()> {
     let tortie = Tortie::start(&hub, &cfg)?;
     let b1 = Bird::start(&a, &bird_client(1))?;
     let b2 = Bird::start(&b, &bird_client(2))?;
-    b1.wait_established("rr", T)?;
-    b2.wait_established("rr", T)?;
+    b1.wait_established("reflector", T)?;
+    b2.wait_established("reflector", T)?;
     tortie.wait_established("192.0.2.1", T)?;
     tortie.wait_established("192.0.2.2", T)?;
 
@@ -139,7 +141,7 @@ fn tortie_reflects_between_two_bird_clients() -> Result<()> {
             bird.routes_for(&prefix)
                 .ok()?
                 .into_iter()
-                .find(|r| r.proto == "rr")
+                .find(|r| r.proto == "reflector")
         })
         .map_err(|e| anyhow!("{e:#}\n{}", tortie.describe()))?;
         // RFC 4456 §8: ORIGINATOR_ID is the originator's router id,
@@ -158,7 +160,7 @@ fn tortie_reflects_between_two_bird_clients() -> Result<()> {
         assert!(r.as_path.is_empty(), "{r:?}");
     }
     // A client's own route is not reflected back to it.
-    let own = b1.routes(&["protocol", "rr"])?;
+    let own = b1.routes(&["protocol", "reflector"])?;
     assert!(
         own.iter().all(|r| r.prefix != "10.245.1.0/24"),
         "route reflected back to its originator: {own:?}"
