@@ -350,3 +350,86 @@ fn hundred_thousand_routes_one_attribute_set_about_a_hundred_updates() {
         .unwrap();
     assert!((95..=110).contains(&messages), "{messages} UPDATEs");
 }
+
+mod arrival_order {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One iBGP peer's path: (neighbour AS 1 or 2, extra path length, MED,
+    /// origin incomplete, LOCAL_PREF 100 or 200).
+    type Spec = (u32, u8, Option<u32>, bool, u32);
+
+    fn arb() -> impl Strategy<Value = Vec<Spec>> {
+        prop::collection::vec(
+            (
+                1u32..3,
+                0u8..2,
+                prop::option::of(0u32..3),
+                any::<bool>(),
+                prop_oneof![Just(100u32), Just(200)],
+            ),
+            4,
+        )
+    }
+
+    fn run(paths: &[Spec], order: &[usize], max_paths: usize) -> Vec<PeerId> {
+        let mut cfg = RibConfig::new(Asn(65000), Ipv4Addr::new(10, 0, 0, 1));
+        cfg.max_paths = max_paths;
+        let mut rib = Rib::new(cfg);
+        let peers: Vec<PeerId> = (0..paths.len())
+            .map(|i| {
+                let n = u8::try_from(i).unwrap() + 20;
+                let id = rib.add_peer(PeerConfig::new(
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, n)),
+                    Asn(65000),
+                ));
+                rib.peer_up(id, session(n)).unwrap();
+                id
+            })
+            .collect();
+        for &i in order {
+            let (nas, extra, med, incomplete, lp) = paths[i];
+            let n = u8::try_from(i).unwrap() + 20;
+            let mut asns = vec![nas];
+            asns.extend((0..extra).map(|k| 300 + u32::from(k)));
+            let mut a = attrs(&asns, Ipv4Addr::new(192, 0, 2, n));
+            a.med = med;
+            a.local_pref = Some(lp);
+            if incomplete {
+                a.origin = tortie_bgp::wire::Origin::Incomplete;
+            }
+            rib.announce(peers[i], a, [e("10.7.0.0/16")]).unwrap();
+        }
+        rib.ecmp(p("10.7.0.0/16")).iter().map(|r| r.peer).collect()
+    }
+
+    proptest! {
+        /// Whatever order four iBGP peers' paths arrive in (MED compared
+        /// only within a neighbour AS, so pairwise comparison is not
+        /// transitive), the RIB selects the same best path and ECMP set.
+        #[test]
+        fn rib_selection_is_independent_of_arrival_order(
+            paths in arb(),
+            order in Just(vec![0usize, 1, 2, 3]).prop_shuffle(),
+            max_paths in 1usize..4,
+        ) {
+            prop_assert_eq!(run(&paths, &[0, 1, 2, 3], max_paths), run(&paths, &order, max_paths));
+        }
+    }
+
+    #[test]
+    fn med_non_transitivity_is_resolved_by_the_set() {
+        // The classic triangle: A (AS1, MED 2), B (AS1, MED 1), C (AS2,
+        // MED 0). Pairwise: B beats A (MED), A beats C and C beats B (router
+        // id). Set elimination: B removes A, then B vs C by router id.
+        let paths = [
+            (1, 0, Some(2), false, 100),
+            (1, 0, Some(1), false, 100),
+            (2, 0, Some(0), false, 100),
+        ];
+        let first = run(&paths, &[0, 1, 2], 1);
+        for order in [[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            assert_eq!(run(&paths, &order, 1), first);
+        }
+    }
+}
