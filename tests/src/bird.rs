@@ -163,10 +163,15 @@ impl Bird {
         self.launch(ns)
     }
 
-    /// Kills BIRD with SIGKILL (a crash: no NOTIFICATION), optionally
-    /// installs `config`, and starts it with `-R` (graceful restart
-    /// recovery), as a restarting speaker of RFC 4724.
-    pub fn crash_and_restart_graceful(&mut self, ns: &Netns, config: Option<&str>) -> Result<()> {
+    /// Kills BIRD with SIGKILL (a crash: no NOTIFICATION), runs `while_down`,
+    /// optionally installs `config`, and starts it with `-R` (graceful
+    /// restart recovery), as a restarting speaker of RFC 4724.
+    pub fn crash_and_restart_graceful(
+        &mut self,
+        ns: &Netns,
+        config: Option<&str>,
+        while_down: impl FnOnce() -> Result<()>,
+    ) -> Result<()> {
         self.signal(libc::SIGKILL);
         if let Some(mut d) = self.daemon.take() {
             let _ = wait_for("BIRD exit", Duration::from_secs(5), || {
@@ -174,6 +179,7 @@ impl Bird {
             });
             d.stop();
         }
+        while_down()?;
         if let Some(c) = config {
             std::fs::write(&self.conf, c).context("writing bird.conf")?;
             self.check_config()?;

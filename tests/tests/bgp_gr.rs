@@ -24,7 +24,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, ensure, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use tortie_integration::bird::Bird;
 use tortie_integration::gobgp::Gobgp;
 use tortie_integration::tortie_bgp::{
@@ -166,20 +166,14 @@ fn bird_restart_tortie_keeps_routes_stale() -> Result<()> {
     let worst = watch_gaps(
         || has("10.245.1.0/24"),
         || {
-            bird.crash_and_restart_graceful(&tor, Some(&bird_tor(TOR_AS, NODE_AS, 6, gr, "")?))?;
-            // While BIRD is away (or right after), tortie may mark the
-            // paths stale; report what it shows.
-            if let Ok(s) = tortie.status() {
-                eprintln!(
-                    "during restart: peer {:?}, 10.245.1.0/24 paths {:?}",
-                    s.peer(TOR_V4).map(|p| p.state.clone()),
-                    s.route("10.245.1.0/24").map(|r| r
-                        .paths
-                        .iter()
-                        .map(|p| p.stale)
-                        .collect::<Vec<_>>())
-                );
-            }
+            let new_conf = bird_tor(TOR_AS, NODE_AS, 6, gr, "")?;
+            bird.crash_and_restart_graceful(&tor, Some(&new_conf), || {
+                // BIRD is gone: tortie keeps its paths, marked stale.
+                tortie
+                    .wait_route("10.245.1.0/24", T, |p| p.stale == Some(true))
+                    .map(drop)
+                    .context("tortie did not mark BIRD's paths stale while BIRD was down")
+            })?;
             bird.wait_established("tortie4", T)?;
             tortie.wait_established(TOR_V4, T)?;
             tortie.wait_no_route("10.245.3.0/24", T)?;
@@ -217,6 +211,9 @@ fn gobgp_restart_tortie_keeps_routes_then_refreshes() -> Result<()> {
     tortie.wait_route("10.246.3.0/24", T, |_| true)?;
     gobgp.kill();
     // GoBGP is gone; tortie keeps its routes (stale) for the restart time.
+    tortie
+        .wait_route("10.246.1.0/24", T, |p| p.stale == Some(true))
+        .context("tortie did not mark GoBGP's paths stale")?;
     let down = Instant::now();
     while down.elapsed() < Duration::from_secs(3) {
         let s = tortie.status()?;
