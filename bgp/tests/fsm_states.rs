@@ -810,6 +810,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
         1 => Just(Event::SendHoldTimerExpires),
         1 => conn.clone().prop_map(|conn| Event::SendStalled { conn }),
         1 => conn.clone().prop_map(|conn| Event::SendProgress { conn }),
+        1 => conn.clone().prop_map(|conn| Event::OpenCollisionDump { conn }),
         4 => conn.clone().prop_map(|conn| Event::TcpCrAcked { conn }),
         4 => conn.clone().prop_map(|conn| Event::TcpConnectionConfirmed { conn }),
         1 => conn.clone().prop_map(|conn| Event::TcpConnectionFails { conn }),
@@ -854,6 +855,7 @@ fn fresh_ids(e: Event, ids: &mut Vec<ConnId>) -> Event {
         Event::TcpConnectionFails { .. } => Event::TcpConnectionFails { conn: id },
         Event::SendStalled { .. } => Event::SendStalled { conn: id },
         Event::SendProgress { .. } => Event::SendProgress { conn: id },
+        Event::OpenCollisionDump { .. } => Event::OpenCollisionDump { conn: id },
         Event::BgpOpen { open, .. } => Event::BgpOpen { conn: id, open },
         Event::BgpHeaderErr { error, .. } => Event::BgpHeaderErr { conn: id, error },
         Event::BgpOpenMsgErr { error, .. } => Event::BgpOpenMsgErr { conn: id, error },
@@ -1060,4 +1062,22 @@ fn route_refresh_for_a_family_not_negotiated_is_ignored() {
         acts.as_slice(),
         [Action::RouteRefreshReceived { .. }]
     ));
+}
+
+#[test]
+fn open_collision_dump_from_outside() {
+    let cease = Notification::cease(CeaseSubcode::ConnectionCollisionResolution);
+    // On the only connection: Cease, Idle, counted.
+    let mut t = T::in_state(State::OpenConfirm);
+    let acts = t.ev(Event::OpenCollisionDump { conn: C1 });
+    assert_eq!(closes(&acts), vec![(C1, Some(cease.clone()))]);
+    assert_eq!(t.fsm.state(), State::Idle);
+    assert_eq!(t.fsm.connect_retry_counter(), 1);
+    // On the candidate: only the candidate goes.
+    let mut t = T::in_state(State::OpenSent);
+    t.ev(Event::TcpConnectionConfirmed { conn: C2 });
+    let acts = t.ev(Event::OpenCollisionDump { conn: C2 });
+    assert_eq!(closes(&acts), vec![(C2, Some(cease))]);
+    assert_eq!(t.fsm.connections(), vec![C1]);
+    assert_eq!(t.fsm.state(), State::OpenSent);
 }

@@ -146,6 +146,9 @@ pub enum DownReason {
     /// The peer opened a new session while ours was Established and it
     /// had advertised graceful restart: it restarted (RFC 4724 §4.2).
     PeerRestarted,
+    /// Collision detection outside the FSM dropped this connection
+    /// (OpenCollisionDump); we sent Cease / Connection Collision Resolution.
+    CollisionDump,
     /// Nothing could be sent to the peer for the send hold time (RFC 9687):
     /// it is not reading.
     SendHoldTimerExpired {
@@ -162,6 +165,9 @@ impl DownReason {
             DownReason::HoldTimerExpired { .. } => Some(Notification::hold_timer_expired()),
             DownReason::DecodeError { error } => Some(error.notification.clone()),
             DownReason::OpenRejected { error } => Some(error.notification()),
+            DownReason::CollisionDump => Some(Notification::cease(
+                crate::wire::notification::CeaseSubcode::ConnectionCollisionResolution,
+            )),
             _ => None,
         }
     }
@@ -270,6 +276,11 @@ impl fmt::Display for Explained<'_> {
                 f,
                 "{subject} opened a new session while established (graceful restart), \
                  replacing the old one"
+            ),
+            DownReason::CollisionDump => write!(
+                f,
+                "connection to {the_peer} dropped by collision resolution, \
+                 sent NOTIFICATION Cease / Connection Collision Resolution"
             ),
             DownReason::SendHoldTimerExpired { send_hold_time } => write!(
                 f,

@@ -140,6 +140,15 @@ pub enum Event {
         /// The codec's error, carrying the NOTIFICATION to send.
         error: DecodeError,
     },
+    /// Event 23, OpenCollisionDump: collision detection decided, outside
+    /// this FSM, that `conn` must go (the FSM resolves the collisions it
+    /// sees itself; this is for a caller that knows more, e.g. of a
+    /// connection tracked elsewhere). Closes it with Cease / Connection
+    /// Collision Resolution.
+    OpenCollisionDump {
+        /// The connection to drop.
+        conn: ConnId,
+    },
     /// Events 24 and 25, NotifMsgVerErr and NotifMsg: the peer sent a
     /// NOTIFICATION (the FSM tells the version error case apart itself).
     NotifMsg {
@@ -225,6 +234,7 @@ impl Event {
             Event::BgpOpen { .. } => "BGPOpen",
             Event::BgpHeaderErr { .. } => "BGPHeaderErr",
             Event::BgpOpenMsgErr { .. } => "BGPOpenMsgErr",
+            Event::OpenCollisionDump { .. } => "OpenCollisionDump",
             Event::NotifMsg { .. } => "NotifMsg",
             Event::KeepAliveMsg { .. } => "KeepAliveMsg",
             Event::UpdateMsg { .. } => "UpdateMsg",
@@ -240,6 +250,7 @@ impl Event {
             | Event::TcpConnectionConfirmed { conn }
             | Event::TcpConnectionFails { conn }
             | Event::SendStalled { conn }
+            | Event::OpenCollisionDump { conn }
             | Event::SendProgress { conn }
             | Event::BgpOpen { conn, .. }
             | Event::BgpHeaderErr { conn, .. }

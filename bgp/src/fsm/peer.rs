@@ -732,6 +732,12 @@ impl Fsm {
                 }
             }
             Event::SendProgress { .. } => self.timers.stop(TimerKind::SendHold),
+            Event::OpenCollisionDump { .. } => {
+                // RFC 4271 §8.2.2: send Cease, drop the connection, count
+                // a failure; the other connection (if any) carries on.
+                let reason = DownReason::CollisionDump;
+                self.fail(now, reason, Some(collision_cease()), None, true);
+            }
             Event::BgpOpen { open, .. } => match state {
                 State::OpenSent => self.primary_open(now, &open),
                 _ => self.unexpected_message(now, "BGPOpen"),
@@ -905,6 +911,10 @@ impl Fsm {
             Event::NotifMsg { .. } => {
                 self.take_candidate();
                 self.close(cand.id, None);
+            }
+            Event::OpenCollisionDump { .. } => {
+                self.take_candidate();
+                self.close(cand.id, Some(collision_cease()));
             }
             Event::BgpHeaderErr { error, .. }
             | Event::BgpOpenMsgErr { error, .. }
