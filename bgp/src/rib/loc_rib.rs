@@ -318,7 +318,24 @@ fn change<K: Fam>(core: &mut Core, fam: &mut FamilyRib<K>, key: K, op: Op) -> De
             return d;
         }
     };
-    let entry = slot.get_mut();
+    let d = change_entry(core, fib_dirty, key, slot.get_mut(), op);
+    let e = slot.get();
+    if e.is_empty() && !e.fib_dirty {
+        slot.remove();
+    }
+    d
+}
+
+/// Applies `op` to an existing entry and propagates the result; the
+/// caller removes the entry if it ends up empty and not queued.
+fn change_entry<K: Fam>(
+    core: &mut Core,
+    fib_dirty: &mut Vec<K>,
+    key: K,
+    entry: &mut Entry,
+    op: Op,
+) -> Delta {
+    let mut d = Delta::default();
     let before = Selection::of(Some(entry));
     match op {
         Op::Upsert(path) => {
@@ -356,9 +373,6 @@ fn change<K: Fam>(core: &mut Core, fam: &mut FamilyRib<K>, key: K, op: Op) -> De
     };
     if best_changed {
         export_prefix(core, key, entry);
-    }
-    if entry.is_empty() && !entry.fib_dirty {
-        slot.remove();
     }
     d
 }
@@ -579,28 +593,31 @@ impl Rib {
         Ok(s)
     }
 
+    /// Removes the peer's (stale) paths from every prefix: one
+    /// sequential pass over the table (a full table's peer-down must not
+    /// cost a random probe per prefix), then one pass dropping emptied
+    /// entries. Queues (FIB, Adj-RIB-Out) fill in table order.
     fn bulk<K: Fam>(&mut self, peer: PeerId, stale_only: bool, s: &mut ChangeSummary) {
         let (core, fam) = K::split(self);
-        let mut keys: Vec<K> = fam
-            .table
-            .iter()
-            .filter(|(_, e)| {
-                e.as_slice()
-                    .iter()
-                    .any(|p| p.peer() == peer && (!stale_only || p.is_stale()))
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        keys.sort_unstable();
-        for k in keys {
+        let FamilyRib { table, fib_dirty } = fam;
+        let hit = |p: &Path| p.peer() == peer && (!stale_only || p.is_stale());
+        let mut emptied = false;
+        for (k, e) in table.iter_mut() {
+            if !e.as_slice().iter().any(hit) {
+                continue;
+            }
             let op = if stale_only {
                 Op::RemoveStale(peer)
             } else {
                 Op::RemovePeer(peer)
             };
-            let d = change(core, fam, k, op);
+            let d = change_entry(core, fib_dirty, *k, e, op);
             s.removed += d.removed;
             s.prefixes_changed += u32::from(d.changed);
+            emptied |= e.is_empty() && !e.fib_dirty;
+        }
+        if emptied {
+            table.retain(|_, e| !e.is_empty() || e.fib_dirty);
         }
     }
 
