@@ -479,4 +479,5 @@ fn route_refresh_subtypes() {
     let err = decode_message(&bytes, &ctx()).expect_err("length");
     assert_eq!(err.notification.code, ErrorCode::RouteRefresh);
     assert_eq!(err.notification.subcode, 1);
+    assert_eq!(err.notification.data, bytes, "data is the complete message");
 }

@@ -76,7 +76,14 @@ pub fn decode_message(buf: &[u8], ctx: &SessionContext) -> Result<Message, Decod
         MessageType::Update => Message::Update(Update::decode_body(body, ctx)?),
         MessageType::Notification => Message::Notification(Notification::decode_body(body)),
         MessageType::Keepalive => Message::Keepalive,
-        MessageType::RouteRefresh => Message::RouteRefresh(RouteRefresh::decode_body(body)?),
+        MessageType::RouteRefresh => {
+            // RFC 7313 §5: the NOTIFICATION carries the complete message.
+            let rr = RouteRefresh::decode_body(body).map_err(|mut e| {
+                e.notification.data = buf.to_vec();
+                e
+            })?;
+            Message::RouteRefresh(rr)
+        }
     })
 }
 

@@ -67,8 +67,10 @@ impl RouteRefresh {
 
     /// Decode a body (after the header). RFC 7313 §5: a body that is not
     /// exactly 4 octets is a ROUTE-REFRESH Message Error / Invalid Message
-    /// Length carrying the whole message; we apply that to every subtype
-    /// since we negotiate no ORF (RFC 5291) that could lengthen it.
+    /// Length carrying the whole message (filled in by
+    /// [`decode_message`](super::message::decode_message); here, the
+    /// body); we apply that to every subtype since we negotiate no ORF
+    /// (RFC 5291) that could lengthen it.
     pub fn decode_body(body: &[u8]) -> Result<Self, DecodeError> {
         match body {
             [a0, a1, subtype, safi] => Ok(Self {
