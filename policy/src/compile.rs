@@ -1123,4 +1123,6 @@ fn materialize_sets(index: &Index<'_>, sets: &BTreeSet<SetSpec>, ruleset: &mut R
 }
 
 #[cfg(test)]
+mod oracle;
+#[cfg(test)]
 mod tests;
