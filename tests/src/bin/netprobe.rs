@@ -10,6 +10,16 @@
 //!     probes all targets in parallel, prints "<target> ok|fail" per line, exits 0
 //! ```
 //!
+//! netprobe serve-bench PORT
+//!     TCP; a connection starting with 'E' is echoed byte for byte, one
+//!     starting with 'S' is drained and answered with the byte count
+//! netprobe bench (rr|crr|stream) ADDR:PORT [--count N] [--secs S]
+//!     rr: N 1-byte round trips on one connection; crr: N connections each
+//!     with one round trip; stream: S seconds of bulk data. Prints one line
+//!     `<kind> <value> <unit>` (µs per round trip, median µs per
+//!     connection, Gbit/s)
+//! ```
+//!
 //! `--udp-src-base P` sends the k-th target's datagram from source port
 //! P+k: a test that changes policy between rounds gives each round its own
 //! ports, so no UDP probe rides on a conntrack entry of an earlier round.
@@ -95,8 +105,132 @@ fn run(args: &[String]) -> Result<ExitCode, String> {
             print!("{out}");
             Ok(ExitCode::SUCCESS)
         }
+        "serve-bench" => {
+            let port: u16 = rest
+                .first()
+                .ok_or_else(usage)?
+                .parse()
+                .map_err(|e| format!("port: {e}"))?;
+            serve_bench(port)
+        }
+        "bench" => bench(rest),
         _ => Err(usage()),
     }
+}
+
+fn serve_bench(port: u16) -> Result<ExitCode, String> {
+    let listener = TcpListener::bind(("::", port))
+        .or_else(|_| TcpListener::bind(("0.0.0.0", port)))
+        .map_err(|e| format!("tcp {port}: {e}"))?;
+    println!("ready");
+    for conn in listener.incoming().flatten() {
+        std::thread::spawn(move || bench_connection(conn));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench_connection(mut conn: TcpStream) {
+    let _ = conn.set_nodelay(true);
+    let mut mode = [0u8; 1];
+    if conn.read_exact(&mut mode).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        total += n as u64;
+        if mode == *b"E" && conn.write_all(buf.get(..n).unwrap_or_default()).is_err() {
+            return;
+        }
+    }
+    if mode == *b"S" {
+        let _ = conn.write_all(total.to_string().as_bytes());
+    }
+}
+
+fn bench(args: &[String]) -> Result<ExitCode, String> {
+    let (kind, rest) = args.split_first().ok_or_else(usage)?;
+    let (addr, rest) = rest.split_first().ok_or_else(usage)?;
+    let addr: SocketAddr = addr.parse().map_err(|e| format!("{addr:?}: {e}"))?;
+    let mut count: u64 = 10_000;
+    let mut secs: f64 = 2.0;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().ok_or_else(usage)?;
+        match a.as_str() {
+            "--count" => count = v.parse().map_err(|e| format!("--count: {e}"))?,
+            "--secs" => secs = v.parse().map_err(|e| format!("--secs: {e}"))?,
+            _ => return Err(usage()),
+        }
+    }
+    let timeout = Duration::from_secs(5);
+    let connect = || -> Result<TcpStream, String> {
+        let s = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_nodelay(true).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        Ok(s)
+    };
+    let round_trip = |s: &mut TcpStream| -> Result<(), String> {
+        let mut b = [0u8; 1];
+        s.write_all(b"x").map_err(|e| e.to_string())?;
+        s.read_exact(&mut b).map_err(|e| e.to_string())
+    };
+    let start = std::time::Instant::now();
+    match kind.as_str() {
+        "rr" => {
+            let mut s = connect()?;
+            s.write_all(b"E").map_err(|e| e.to_string())?;
+            round_trip(&mut s)?;
+            let start = std::time::Instant::now();
+            for _ in 0..count {
+                round_trip(&mut s)?;
+            }
+            let us = start.elapsed().as_secs_f64() * 1e6 / count as f64;
+            println!("rr {us:.2} us");
+        }
+        "crr" => {
+            // The median, not the mean: one SYN retransmitted after 1 s
+            // would otherwise dominate a whole run.
+            let mut times = Vec::new();
+            for _ in 0..count {
+                let t = std::time::Instant::now();
+                let mut s = connect()?;
+                s.write_all(b"E").map_err(|e| e.to_string())?;
+                round_trip(&mut s)?;
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            times.sort_by(f64::total_cmp);
+            let median = times.get(times.len() / 2).copied().unwrap_or_default();
+            println!("crr {median:.1} us");
+        }
+        "stream" => {
+            let mut s = connect()?;
+            s.write_all(b"S").map_err(|e| e.to_string())?;
+            let chunk = vec![0x5au8; 64 * 1024];
+            let mut sent: u64 = 0;
+            while start.elapsed().as_secs_f64() < secs {
+                s.write_all(&chunk).map_err(|e| e.to_string())?;
+                sent += chunk.len() as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write)
+                .map_err(|e| e.to_string())?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).map_err(|e| e.to_string())?;
+            let elapsed = start.elapsed().as_secs_f64();
+            if reply.trim() != sent.to_string() {
+                return Err(format!("server counted {reply:?}, sent {sent}"));
+            }
+            println!("stream {:.2} Gbit/s", sent as f64 * 8.0 / elapsed / 1e9);
+        }
+        _ => return Err(usage()),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn usage() -> String {
