@@ -71,6 +71,48 @@ pub struct Compiled {
     pub errors: Vec<PolicyError>,
 }
 
+/// Counts for status output and logs (`tortie status` shows policies,
+/// workloads and errors).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Policies with chains on this node (they select a local workload).
+    pub policies: usize,
+    /// Local workloads with chains (known pods on `tort` interfaces).
+    pub workloads: usize,
+    /// Chains over both families.
+    pub chains: usize,
+    /// Sets over both families, and their members.
+    pub sets: usize,
+    pub set_entries: usize,
+    /// Objects rejected.
+    pub errors: usize,
+}
+
+impl Compiled {
+    /// Counts read off the ruleset.
+    pub fn stats(&self) -> Stats {
+        let rs = &self.ruleset;
+        let v4 = &rs.v4.chains;
+        let policies: BTreeSet<(&str, &str)> = v4
+            .values()
+            .flat_map(|c| c.rules.iter())
+            .filter_map(|r| match &r.note {
+                Note::PolicyJump { namespace, name } => Some((namespace.as_str(), name.as_str())),
+                _ => None,
+            })
+            .collect();
+        let workloads = v4.keys().filter(|n| n.starts_with("TORT-TW-")).count();
+        Stats {
+            policies: policies.len(),
+            workloads,
+            chains: v4.len() + rs.v6.chains.len(),
+            sets: rs.sets.len(),
+            set_entries: rs.sets.values().map(|s| s.entries.len()).sum(),
+            errors: self.errors.len(),
+        }
+    }
+}
+
 /// Chain `-i tort+` traffic goes to (egress of the source workload).
 pub const FROM_WORKLOAD_CHAIN: &str = "TORT-FROM-WL";
 /// Chain `-o tort+` traffic goes to (ingress of the destination workload).

@@ -21,7 +21,7 @@ pub mod ruleset;
 pub mod selector;
 pub mod testing;
 
-pub use compile::{compile, Compiled};
+pub use compile::{compile, Compiled, Stats};
 pub use diff::{diff, Update};
 pub use error::PolicyError;
 pub use explain::{explain, Endpoint, Explanation, Flow, SideVerdict};

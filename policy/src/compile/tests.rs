@@ -1296,3 +1296,29 @@ fn a_policy_added_creates_its_sets_by_swap_and_writes_only_affected_chains() {
     assert!(u.ipset.contains("add tort-tmp-p4-"));
     assert!(u.stale_sets.is_empty());
 }
+
+#[test]
+fn stats_count_what_this_node_enforces() {
+    let mut s = cluster(vec![
+        mk_policy(
+            "prod",
+            "web",
+            json!({"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+        ),
+        mk_policy(
+            "prod",
+            "nobody",
+            json!({"podSelector": {"matchLabels": {"app": "none"}}}),
+        ),
+        mk_policy(
+            "prod",
+            "bad",
+            json!({"podSelector": {}, "policyTypes": ["Up"]}),
+        ),
+    ]);
+    s.unknown_interfaces.push("tortffffffffff0".into());
+    let st = compile(&s).stats();
+    assert_eq!((st.policies, st.workloads, st.errors), (1, 4, 1));
+    assert_eq!(st.sets, 2);
+    assert_eq!(st.set_entries, 3 + 2, "prod pods: 3 v4 + 2 v6");
+}
