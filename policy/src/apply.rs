@@ -909,6 +909,57 @@ mod tests {
     }
 
     #[test]
+    fn applier_resends_the_full_state_after_a_failure_and_nothing_when_unchanged() {
+        let compiled = crate::compile(&crate::Snapshot::default());
+        let fake = std::sync::Arc::new(FakeRunner::default());
+        // The kernel as a successful apply leaves it: our chains and jumps.
+        let mut save = String::from("*filter\n");
+        for chain in compiled.ruleset.table(Family::V4).chains.keys() {
+            save.push_str(&format!(":{chain} - [0:0]\n"));
+        }
+        for b in BuiltinChain::ALL {
+            save.push_str(&format!("-A {} -j {}\n", b.name(), b.target()));
+        }
+        save.push_str("COMMIT\n");
+        *fake.save.lock().unwrap() = save;
+        *fake.fail.lock().unwrap() = Some("iptables-nft-restore".into());
+        let dp = Dataplane::new(Box::new(fake.clone()), Backend::Nft).with_families(&[Family::V4]);
+        let mut applier = Applier::new(dp);
+        assert!(applier.apply(&compiled).is_err());
+        assert!(applier.last_applied().is_none());
+
+        *fake.fail.lock().unwrap() = None;
+        fake.calls.lock().unwrap().clear();
+        applier.apply(&compiled).unwrap();
+        let restores: Vec<String> = fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.0 == "iptables-nft-restore")
+            .filter_map(|c| c.2.clone())
+            .collect();
+        assert_eq!(restores.len(), 1, "{restores:?}");
+        assert!(
+            restores[0].contains(":TORT-FORWARD"),
+            "full state re-sent: {}",
+            restores[0]
+        );
+
+        fake.calls.lock().unwrap().clear();
+        let report = applier.apply(&compiled).unwrap();
+        assert!(
+            !report.iptables_v4_changed && report.jumps_fixed.is_empty(),
+            "{report:?}"
+        );
+        let calls = fake.calls.lock().unwrap();
+        assert!(
+            calls.iter().all(|c| c.0 != "iptables-nft-restore"),
+            "an unchanged ruleset restores nothing: {calls:?}"
+        );
+    }
+
+    #[test]
     fn process_runner_times_out_and_reports_stderr() {
         let r = ProcessRunner::host().with_timeout(Duration::from_millis(200));
         let t = Instant::now();
