@@ -11,8 +11,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "bgp", "tests", "data")
 SEEDS = os.path.join(HERE, "seeds")
 # Selector per scenario: 0 = 2-octet AS, 1 = 4-octet AS, 2 = 4-octet AS
-# with ADD-PATH both ways.
-CONTEXT = {"ebgp-mp": 2, "as4-trans": 0, "ibgp-rr": 1}
+# with ADD-PATH both ways, 4 = 4-octet AS with extended messages.
+CONTEXT = {"ebgp-mp": 2, "as4-trans": 0, "ibgp-rr": 1, "ext-msg": 4}
 
 os.makedirs(SEEDS, exist_ok=True)
 for old in os.listdir(SEEDS):

@@ -483,7 +483,7 @@ fn every_captured_message_decodes_cleanly_and_reencodes() {
     let mut total = 0;
     let mut failures = Vec::new();
     let mut outcome = BTreeMap::new();
-    for scenario in ["ebgp-mp", "as4-trans", "ibgp-rr"] {
+    for scenario in ["ebgp-mp", "as4-trans", "ibgp-rr", "ext-msg"] {
         for s in load(scenario).values() {
             failures.extend(check_stream(s, &mut outcome));
             total += s.messages.len();
@@ -799,4 +799,80 @@ fn ibgp_rr_facts() {
             down.file
         );
     }
+}
+
+/// Scenario 4: BIRD to BIRD with RFC 8654 extended messages negotiated;
+/// one UPDATE carries 1200 communities and is longer than 4096 octets.
+#[test]
+fn ext_msg_facts() {
+    let streams = load("ext-msg");
+    let a = stream(&streams, "bird-a-to-bird-b");
+    let b = stream(&streams, "bird-b-to-bird-a");
+    for s in [a, b] {
+        assert!(
+            has_cap(s.open(), |c| *c == Capability::ExtendedMessage),
+            "{}",
+            s.file
+        );
+        assert!(
+            s.recv.extended_message && s.recv.four_octet_as,
+            "{}",
+            s.file
+        );
+        assert_eq!(s.recv.max_message_len(), 65535, "{}", s.file);
+    }
+
+    let big: Vec<usize> = a
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.raw.len() > 4096)
+        .map(|(i, _)| i)
+        .collect();
+    let [i] = big.as_slice() else {
+        panic!(
+            "{}: expected one message over 4096 octets, got {big:?}",
+            a.file
+        );
+    };
+    let at = a.at(*i);
+    let Some(Decoded {
+        raw,
+        msg: Message::Update(u),
+        ..
+    }) = a.messages.get(*i)
+    else {
+        panic!("{at}: the long message is not an UPDATE");
+    };
+    let announced: Vec<Prefix> = u.announced_entries().map(|(_, e)| e.prefix).collect();
+    assert_eq!(announced, vec![prefix("10.99.0.0/24")], "{at}");
+    let want: Vec<Community> = (1..=1200).map(|n| Community::new(65000, n)).collect();
+    assert_eq!(u.attributes.communities, want, "{at}");
+    // Without RFC 8654 the same bytes are a framing error (RFC 4271 §6.1).
+    assert!(
+        frame(raw, &SessionContext::four_octet()).is_err(),
+        "{at}: a {}-octet message must not frame without extended messages",
+        raw.len()
+    );
+
+    let f = facts(a);
+    assert_eq!(
+        f.announced.get(&Family::IPV4_UNICAST).map(BTreeSet::len),
+        Some(301),
+        "{}",
+        a.file
+    );
+    assert_eq!(
+        f.announced.get(&Family::IPV6_UNICAST),
+        Some(&prefixes(|i| format!("fd00:1:{i:x}::/48"), 1..=100)),
+        "{}",
+        a.file
+    );
+    assert_admin_shutdown(a, &f, None);
+    let f = facts(b);
+    assert!(f.announced.is_empty(), "{}: b exports nothing", b.file);
+    assert_eq!(
+        f.end_of_rib,
+        BTreeSet::from([Family::IPV4_UNICAST, Family::IPV6_UNICAST])
+    );
 }

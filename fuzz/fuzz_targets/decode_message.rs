@@ -26,7 +26,7 @@ fn context(selector: u8) -> SessionContext {
         .with(Family::IPV6_UNICAST)
         .with(Family::IPV4_MULTICAST)
         .with(Family::IPV6_MULTICAST);
-    match selector % 4 {
+    match selector % 5 {
         // Before OPEN, and a 2-octet AS session.
         0 => SessionContext::default(),
         // 4-octet AS, no ADD-PATH.
@@ -37,7 +37,12 @@ fn context(selector: u8) -> SessionContext {
             add_path_send: all,
             ..SessionContext::four_octet()
         },
-        // Everything: 2-octet AS, ADD-PATH on IPv4 only, extended messages.
+        // 4-octet AS and RFC 8654 extended messages.
+        4 => SessionContext {
+            extended_message: true,
+            ..SessionContext::four_octet()
+        },
+        // 2-octet AS, ADD-PATH on IPv4 only, extended messages.
         _ => SessionContext {
             extended_message: true,
             add_path_receive: FamilySet::EMPTY.with(Family::IPV4_UNICAST),

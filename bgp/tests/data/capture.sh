@@ -10,7 +10,7 @@
 #   └──────────────────────────┘        └──────────────────────────┘
 #
 # Usage (root): bgp/tests/data/capture.sh [SCENARIO...]
-#   SCENARIO: ebgp-mp (default: all of ebgp-mp as4-trans ibgp-rr)
+#   SCENARIO: ebgp-mp as4-trans ibgp-rr ext-msg (default: all of them)
 #
 # For each scenario it writes <scenario>/capture.pcap, one
 # <from>-to-<to>.bin per TCP direction (the raw BGP byte stream, in order,
@@ -100,6 +100,7 @@ gobgp_() { inb gobgp -u 127.0.0.1 -p "$API_PORT" "$@"; }
 bird_established() { birdc_ show protocols "$1" | grep -q Established; }
 bird2_established() { birdc2_ show protocols "$1" | grep -q Established; }
 bird_not_established() { ! bird_established "$1"; }
+bird2_not_established() { ! bird2_established "$1"; }
 # bird_routes_from PROTO N: BIRD has imported exactly N routes from PROTO.
 bird_routes_from() {
     local n
@@ -207,9 +208,10 @@ stop_tcpdump() {
 }
 
 # start_bird CONF CTL PIDFILE LOGNAME
+# (start_bird CONF CTL PIDFILE LOGNAME NETNS starts it in NETNS instead.)
 start_bird() {
     timeout "$T" bird -p -c "$1" || die "bird rejected $1"
-    ip netns exec "$NSA" timeout 600 bird -f -c "$1" -s "$2" -P "$3" \
+    ip netns exec "${5:-$NSA}" timeout 600 bird -f -c "$1" -s "$2" -P "$3" \
         >"$WORK/$4.log" 2>&1 &
     PIDS+=("$!")
 }
@@ -644,19 +646,89 @@ EOF
     cleanup
 }
 
+# Scenario 4: RFC 8654 extended messages, which GoBGP 3.10 lacks, so BIRD
+# talks to BIRD (ns b, passive). BIRD packs at most about 2 KB of NLRI per
+# UPDATE whatever the limit, so one route carries 1200 communities (4800
+# octets of attribute) to need an UPDATE beyond 4096 octets.
+scenario_ext_msg() {
+    local dir="$DATA/ext-msg" i
+    mkdir -p "$dir"
+    {
+        echo "# BIRD a (192.0.2.1) of scenario ext-msg (written by capture.sh)."
+        echo "log stderr all;"
+        echo "router id 192.0.2.1;"
+        echo "protocol device { scan time 10; }"
+        echo "protocol static static4 {"
+        echo "    ipv4;"
+        for ((i = 0; i < 300; i++)); do
+            echo "    route 10.$((i / 256 + 100)).$((i % 256)).0/24 blackhole;"
+        done
+        echo "    route 10.99.0.0/24 blackhole;"
+        echo "}"
+        echo "protocol static static6 {"
+        echo "    ipv6;"
+        bird_routes6 1 100
+        echo "}"
+        echo "filter big {"
+        echo "    if net = 10.99.0.0/24 then {"
+        for ((i = 1; i <= 1200; i++)); do
+            echo "        bgp_community.add((65000, $i));"
+        done
+        echo "    }"
+        echo "    accept;"
+        echo "}"
+        echo "protocol bgp b {"
+        echo "    local 192.0.2.1 as 4200000001;"
+        echo "    neighbor 192.0.2.2 as 4200000003;"
+        echo "    enable extended messages on;"
+        echo "    hold time 90;"
+        echo "    ipv4 { import all; export filter big; };"
+        echo "    ipv6 { import all; export all; next hop address 2001:db8::1; };"
+        echo "}"
+    } >"$dir/bird-a.conf"
+    {
+        echo "# BIRD b (192.0.2.2, passive) of scenario ext-msg (written by capture.sh)."
+        echo "log stderr all;"
+        echo "router id 192.0.2.2;"
+        echo "protocol device { scan time 10; }"
+        echo "protocol bgp a {"
+        echo "    local 192.0.2.2 as 4200000003;"
+        echo "    neighbor 192.0.2.1 as 4200000001;"
+        echo "    passive on;"
+        echo "    enable extended messages on;"
+        echo "    hold time 90;"
+        echo "    ipv4 { import all; export none; };"
+        echo "    ipv6 { import all; export none; };"
+        echo "}"
+    } >"$dir/bird-b.conf"
+    setup_netns
+    start_tcpdump
+    start_bird "$dir/bird-b.conf" "$WORK/bird2.ctl" "$WORK/bird2.pid" bird-b "$NSB"
+    start_bird "$dir/bird-a.conf" "$WORK/bird.ctl" "$WORK/bird.pid" bird-a
+    wait_for "BIRD a Established" 60 bird_established b
+    wait_for "BIRD b Established" 20 bird2_established a
+    CTL="$WORK/bird2.ctl" wait_for "BIRD b has 401 routes" 30 bird_routes_from a 401
+    log "ext-msg: shutdown"
+    birdc_ disable b >/dev/null
+    wait_for "BIRD b saw the session go down" 20 bird2_not_established a
+    finish ext-msg "192.0.2.1=bird-a,192.0.2.2=bird-b" 1
+    cleanup
+}
+
 [[ $(id -u) -eq 0 ]] || die "needs root (network namespaces)"
 for tool in bird birdc gobgpd gobgp tcpdump python3 ip; do
     command -v "$tool" >/dev/null || die "missing $tool (scripts/deps.sh installs it)"
 done
 
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(ebgp-mp as4-trans ibgp-rr)
+((${#scenarios[@]})) || scenarios=(ebgp-mp as4-trans ibgp-rr ext-msg)
 for s in "${scenarios[@]}"; do
     log "scenario $s"
     case "$s" in
     ebgp-mp) scenario_ebgp_mp ;;
     as4-trans) scenario_as4_trans ;;
     ibgp-rr) scenario_ibgp_rr ;;
+    ext-msg) scenario_ext_msg ;;
     *) die "unknown scenario $s" ;;
     esac
 done
