@@ -3,7 +3,8 @@
 //! Layout: [`model`] (the snapshot the compiler reads), [`selector`] (label
 //! selectors), [`compile`] (model to the [`ruleset`] IR, pure), [`naming`]
 //! (stable chain and set names), [`render`] (iptables-restore and ipset
-//! restore text), [`diff`], [`explain`], and the thin edge: `apply`
+//! restore text), [`diff`], [`explain`], [`testing`] (snapshot builders
+//! for tests and benches), and the thin edge: `apply`
 //! (runs iptables-restore and ipset) and `backend` (nft or legacy).
 //! Everything except `apply` and `backend` is pure: no processes, files or
 //! clocks.
