@@ -539,8 +539,22 @@ impl Speaker {
                 self.add_peer(now, settings);
             } else {
                 info!(peer = %addr, "filters or route options changed: keeping the session, recomputing exports");
+                let import_changed = p.settings.import != settings.import;
                 let _ = self.rib.set_peer_config(p.rib_id, settings.rib_config());
                 p.settings = settings;
+                // Stored routes were filtered with the old import policy;
+                // the RIB keeps no unfiltered copy, so ask the peer to send
+                // them again (RFC 2918) rather than reset the session.
+                if import_changed {
+                    let families = p
+                        .session
+                        .as_ref()
+                        .map(|s| s.negotiated.families.clone())
+                        .unwrap_or_default();
+                    for f in families {
+                        self.request_refresh(now, addr, f);
+                    }
+                }
             }
         }
         self.flush(now);
@@ -670,8 +684,12 @@ impl Speaker {
             .as_ref()
             .is_some_and(|s| s.negotiated.route_refresh)
         {
+            if p.session.is_some() {
+                warn!(peer = %peer, "{} does not support route refresh: the new import policy applies to routes it sends from now on", p.settings.label());
+            }
             return;
         }
+        info!(peer = %peer, "asking {} to send its {family} routes again (route refresh)", p.settings.label());
         if let Ok(actions) = p.fsm.send_route_refresh(now, RouteRefresh::request(family)) {
             self.apply(now, peer, actions);
         }

@@ -557,3 +557,25 @@ fn shutdown_sends_cease_to_every_peer() {
     net.advance(Duration::from_secs(30));
     assert_ne!(net.state(1, "192.0.2.1"), State::Established);
 }
+
+#[test]
+fn import_filter_change_asks_for_a_refresh_and_refilters() {
+    let mut net = line();
+    net.originate(0, "10.244.1.0/24");
+    net.originate(0, "10.244.2.0/24");
+    assert!(net.best(1, "10.244.2.0/24").is_some());
+    let mut from_a = peer("192.0.2.1", 65001);
+    from_a.import = Filter {
+        rules: vec![Rule::prefix(
+            PrefixMatch::Exact(pfx("10.244.2.0/24")),
+            FilterAction::Reject,
+        )],
+        default: FilterAction::Accept,
+    };
+    net.set_peers(1, vec![from_a, peer("192.0.2.3", 65003)]);
+    assert!(net.best(1, "10.244.2.0/24").is_none(), "re-filtered");
+    assert!(net.best(1, "10.244.1.0/24").is_some());
+    net.set_peers(1, vec![peer("192.0.2.1", 65001), peer("192.0.2.3", 65003)]);
+    assert!(net.best(1, "10.244.2.0/24").is_some(), "back after refresh");
+    assert_eq!(net.snap(1, "192.0.2.1").established_count, 1, "no reset");
+}
