@@ -259,6 +259,16 @@ fn run_policy(cmd: PolicyCommand) -> Result<ExitCode> {
             }
             let from = parse_endpoint(&from).context("--from")?;
             let to = parse_endpoint(&to).context("--to")?;
+            for (flag, e) in [("--from", &from), ("--to", &to)] {
+                if let Endpoint::Pod { namespace, name } = e {
+                    if find_pod(&loaded, namespace, name).is_none() {
+                        bail!(
+                            "{flag}: no pod {namespace}/{name} in {}",
+                            manifests.display()
+                        );
+                    }
+                }
+            }
             let (port, protocol) = parse_port(&port).context("--port")?;
             let flow = Flow {
                 from: from.clone(),
@@ -395,17 +405,22 @@ fn parse_port(s: &str) -> Result<(u16, Protocol)> {
     Ok((port, protocol))
 }
 
+fn find_pod<'m>(
+    m: &'m Manifests,
+    namespace: &str,
+    name: &str,
+) -> Option<&'m k8s_openapi::api::core::v1::Pod> {
+    m.pods.iter().find(|p| {
+        p.metadata.namespace.as_deref() == Some(namespace)
+            && p.metadata.name.as_deref() == Some(name)
+    })
+}
+
 fn pod_node(m: &Manifests, e: &Endpoint) -> Option<String> {
     let Endpoint::Pod { namespace, name } = e else {
         return None;
     };
-    m.pods
-        .iter()
-        .find(|p| {
-            p.metadata.namespace.as_deref() == Some(namespace.as_str())
-                && p.metadata.name.as_deref() == Some(name.as_str())
-        })
-        .and_then(|p| p.spec.as_ref()?.node_name.clone())
+    find_pod(m, namespace, name).and_then(|p| p.spec.as_ref()?.node_name.clone())
 }
 
 fn side_allows(v: &tortie_policy::SideVerdict) -> bool {

@@ -92,7 +92,7 @@ pub struct Manifests {
 /// Failure to read the directory itself (a single bad file is a
 /// [`ManifestError`] in [`Manifests::errors`] instead).
 #[derive(Debug, thiserror::Error)]
-#[error("reading manifests under {path}: {source}")]
+#[error("reading manifests under {path}")]
 pub struct LoadError {
     pub path: PathBuf,
     #[source]
