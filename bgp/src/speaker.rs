@@ -1059,6 +1059,13 @@ impl Speaker {
         p.established_count += 1;
         p.rejected = 0;
         p.last_error.clear();
+        // RFC 4724 §4.2: a peer that comes back without the capability
+        // will not refresh its stale routes.
+        if p.stale_until.is_some() && negotiated.peer_graceful_restart.is_none() {
+            p.stale_until = None;
+            let s = self.rib.purge_stale(p.rib_id).unwrap_or_default();
+            info!(peer = %addr, "{} came back without graceful restart: removed {} stale routes", p.settings.label(), s.removed);
+        }
         let _ = self.rib.peer_up(p.rib_id, rib_session);
         p.session = Some(SessionInfo {
             conn,

@@ -579,3 +579,39 @@ fn import_filter_change_asks_for_a_refresh_and_refilters() {
     assert!(net.best(1, "10.244.2.0/24").is_some(), "back after refresh");
     assert_eq!(net.snap(1, "192.0.2.1").established_count, 1, "no reset");
 }
+
+#[test]
+fn simultaneous_connects_collide_and_one_session_survives() {
+    let mut net = Net::new();
+    let a = net.add("192.0.2.1", 65001, |_| {});
+    let b = net.add("192.0.2.2", 65002, |_| {});
+    let now = net.now;
+    for (n, p) in [(a, peer("192.0.2.2", 65002)), (b, peer("192.0.2.1", 65001))] {
+        let cfg = net.nodes[n].speaker.config().clone();
+        net.nodes[n].speaker.set_config(now, cfg, vec![p]);
+    }
+    // Both Connect outputs are queued before either is carried out.
+    net.pump();
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.state(a, "192.0.2.2"), State::Established);
+    assert_eq!(net.state(b, "192.0.2.1"), State::Established);
+    assert_eq!(net.links.len(), 2, "one connection (two ends) left");
+    net.originate(a, "10.244.1.0/24");
+    assert!(net.best(b, "10.244.1.0/24").is_some());
+}
+
+#[test]
+fn stale_routes_go_when_the_peer_returns_without_graceful_restart() {
+    let mut net = gr_pair();
+    net.unplug(0);
+    assert!(net.best(1, "10.244.2.0/24").is_some());
+    // A comes back configured without GR and without 10.244.2.0/24.
+    let now = net.now;
+    net.nodes[0].speaker.withdraw(now, pfx("10.244.2.0/24"));
+    net.plug(0);
+    net.set_peers(0, vec![peer("192.0.2.2", 65002)]);
+    net.advance(Duration::from_secs(5));
+    assert_eq!(net.state(1, "192.0.2.1"), State::Established);
+    assert!(net.best(1, "10.244.2.0/24").is_none());
+    assert!(!net.snap(1, "192.0.2.1").stale);
+}
