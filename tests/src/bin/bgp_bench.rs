@@ -257,7 +257,9 @@ impl Speaker {
                 Ok(st
                     .peers
                     .iter()
-                    .map(|p| p.prefixes_accepted.max(p.prefixes_received))
+                    // Accepted = held in the Adj-RIB-In after import
+                    // policy (the RIB's own count).
+                    .map(|p| p.prefixes_accepted)
                     .sum())
             }
             Speaker::Bird(b) => {
@@ -293,10 +295,16 @@ fn run_one(kind: Kind, w: &Workload) -> Result<Measure> {
     }
     let speaker = Speaker::start(kind, &spk, w.peers)?;
     let pid = speaker.pid();
-    let want_comm = match kind {
-        Kind::Tortie => "tortie",
-        Kind::Bird => "bird",
-        Kind::Gobgp => "gobgpd",
+    // The PID must be the speaker's own (not a wrapper's): CPU and RSS
+    // are read from it. comm is the executable's name, cut to 15 bytes.
+    let tortie_name = tortie_integration::tortie_bgp::tortie_binary()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tortie".into());
+    let want_comm: String = match kind {
+        Kind::Tortie => tortie_name.chars().take(15).collect(),
+        Kind::Bird => "bird".into(),
+        Kind::Gobgp => "gobgpd".into(),
     };
     if comm(pid) != want_comm {
         bail!("PID {pid} is {:?}, not {want_comm}", comm(pid));
@@ -339,7 +347,9 @@ fn run_one(kind: Kind, w: &Workload) -> Result<Measure> {
         if Instant::now() > deadline {
             bail!("{}: {} of {want} paths after 900 s", kind.name(), n);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        // Resolution of the figures: one poll (a CLI call, a few ms) plus
+        // this pause.
+        std::thread::sleep(Duration::from_millis(20));
     }
     let secs = t0.elapsed().as_secs_f64();
     let (rss_kib, cpu_secs) = proc_stats(pid)?;
