@@ -18,6 +18,11 @@
 //!
 //! Traffic from a pod to itself never leaves its namespace (loopback), so
 //! it is always allowed and not asked of `explain`.
+//!
+//! Also here: the same on single-stack IPv6 pods; rejected policies and
+//! failed applies (the last good state stays in force, drifted jumps are
+//! repaired); an unknown `tort*` interface (fail closed); node-to-pod and
+//! pod-to-node traffic (the node's address on its uplink stub, 192.0.2.1).
 
 // A test file: a panic with the message is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -767,6 +772,97 @@ fn policy_unknown_workload_interface_fails_closed() {
         "unknown interface, allow-all ingress policy",
         "metadata: {name: allow-all}\nspec:\n  podSelector: {}\n  ingress: [{}]",
         Box::new(move |f, t, _, _| not_ghost(f, t)),
+    );
+    h.finish();
+}
+
+/// Probes `targets` from inside the node namespace (host-to-pod traffic).
+fn probe_from_node(h: &Harness, targets: &[(Proto, IpAddr, u16)]) -> Vec<bool> {
+    let specs: Vec<String> = targets
+        .iter()
+        .map(|(p, ip, port)| format!("{}:{}", p.as_str(), std::net::SocketAddr::new(*ip, *port)))
+        .collect();
+    let mut cmd = h.grid.node().command(env!("CARGO_BIN_EXE_netprobe"));
+    cmd.args(["probe-many", "--timeout-ms", "500"]).args(&specs);
+    let out = tortie_integration::run_with_timeout(&mut cmd, Duration::from_secs(10)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    specs
+        .iter()
+        .map(|s| text.lines().any(|l| l == format!("{s} ok")))
+        .collect()
+}
+
+/// Traffic between the node itself and its pods: the node may always reach
+/// its pods (NetworkPolicy: "traffic from the pod's node is allowed"), and
+/// a pod reaching the node is egress like any other, where only ipBlocks
+/// can match the node's address.
+#[test]
+fn policy_host_to_pod_and_pod_to_host() {
+    if !require_netns("policy_host_to_pod_and_pod_to_host", &TOOLS) {
+        return;
+    }
+    let pods = [("x", "a"), ("y", "a")];
+    let mut h = Harness::new("phost", &pods, ip4_of);
+    let node_ip: IpAddr = Ipv4Addr::new(192, 0, 2, 1).into();
+    // The node's own address lives on its uplink stub inside the node
+    // namespace; pods reach it through their default route.
+    h.grid
+        .node()
+        .run("ip", &["addr", "add", "192.0.2.1/32", "dev", "up0"])
+        .unwrap();
+    let _node_server = h
+        .grid
+        .node()
+        .spawn(
+            env!("CARGO_BIN_EXE_netprobe"),
+            &["serve", "--tcp", "80,81", "--udp", "80,81"],
+        )
+        .unwrap();
+    let ports: Vec<(Proto, u16)> = PORTS.to_vec();
+    let check = |h: &mut Harness, name: &str, yaml: &str, to_pod: [bool; 2], to_node: [bool; 2]| {
+        let (_, compiled) = h.compile(yaml);
+        assert!(compiled.errors.is_empty(), "{name}: {:?}", compiled.errors);
+        h.applier.apply(&compiled).unwrap();
+        h.check_kernel_state(name, &compiled);
+        for (k, (ns, pod)) in pods.iter().enumerate() {
+            let targets: Vec<(Proto, IpAddr, u16)> = ports
+                .iter()
+                .map(|(p, port)| (*p, ip4_of(ns, pod), *port))
+                .collect();
+            let seen = probe_from_node(h, &targets);
+            if seen.iter().any(|ok| *ok != to_pod[k]) {
+                h.failures.push(format!(
+                    "{name}: node -> {ns}/{pod}: {seen:?}, expected all {}",
+                    to_pod[k]
+                ));
+            }
+            let targets: Vec<(Proto, IpAddr, u16)> =
+                ports.iter().map(|(p, port)| (*p, node_ip, *port)).collect();
+            let from = h.grid.pod(&format!("{ns}/{pod}")).unwrap();
+            let seen = h.grid.probe_from(from, &targets, PROBE_TIMEOUT).unwrap();
+            if seen.iter().any(|ok| *ok != to_node[k]) {
+                h.failures.push(format!(
+                    "{name}: {ns}/{pod} -> node: {seen:?}, expected all {}",
+                    to_node[k]
+                ));
+            }
+        }
+    };
+    check(&mut h, "host: no policy", "", [true, true], [true, true]);
+    check(
+        &mut h,
+        "host: x isolated both ways",
+        "metadata: {name: deny-all}\nspec: {podSelector: {}, policyTypes: [Ingress, Egress]}",
+        [true, true],
+        [false, true],
+    );
+    check(
+        &mut h,
+        "host: x egress to the node's /24 only",
+        "metadata: {name: to-node}\nspec:\n  podSelector: {}\n  policyTypes: [Ingress, Egress]\n  \
+         egress: [{to: [{ipBlock: {cidr: 192.0.2.0/24}}]}]",
+        [true, true],
+        [true, true],
     );
     h.finish();
 }
