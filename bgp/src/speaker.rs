@@ -1053,7 +1053,9 @@ impl Speaker {
         let rib_session = Session {
             router_id: negotiated.peer_id.0,
             local_v4,
-            local_v6,
+            // IPv6 routes on an IPv4 session: the IPv4-mapped address is
+            // the only next hop we know (what GoBGP sends too).
+            local_v6: local_v6.or_else(|| local_v4.map(|a| a.to_ipv6_mapped())),
         };
         info!(peer = %addr, "{}: session established: {negotiated}", p.settings.label());
         p.established_count += 1;

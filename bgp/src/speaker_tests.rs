@@ -615,3 +615,21 @@ fn stale_routes_go_when_the_peer_returns_without_graceful_restart() {
     assert!(net.best(1, "10.244.2.0/24").is_none());
     assert!(!net.snap(1, "192.0.2.1").stale);
 }
+
+#[test]
+fn ipv6_routes_on_an_ipv4_session_carry_the_mapped_next_hop() {
+    let mut net = Net::new();
+    let a = net.add("192.0.2.1", 65001, |_| {});
+    let b = net.add("192.0.2.2", 65002, |_| {});
+    net.set_peers(a, vec![PeerSettings::new(ip("192.0.2.2"), Asn(65002))]);
+    net.set_peers(b, vec![PeerSettings::new(ip("192.0.2.1"), Asn(65001))]);
+    net.originate(a, "fd00:1::/64");
+    net.originate(a, "10.244.1.0/24");
+    let r = net.best(b, "fd00:1::/64").expect("IPv6 route over IPv4");
+    assert!(
+        matches!(r.next_hop, Some(NextHop::V6 { global, .. }) if global == "::ffff:192.0.2.1".parse::<std::net::Ipv6Addr>().unwrap()),
+        "{:?}",
+        r.next_hop
+    );
+    assert!(net.best(b, "10.244.1.0/24").is_some());
+}
