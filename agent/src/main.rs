@@ -162,7 +162,7 @@ fn main() -> ExitCode {
     let name = match cli.command {
         Command::Policy(cmd) => {
             return match run_policy(cmd) {
-                Ok(code) => code,
+                Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(EXIT_ERROR)
@@ -178,7 +178,8 @@ fn main() -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn run_policy(cmd: PolicyCommand) -> Result<ExitCode> {
+/// Runs a `tortie policy` subcommand; returns the exit status.
+fn run_policy(cmd: PolicyCommand) -> Result<u8> {
     match cmd {
         PolicyCommand::Compile {
             input,
@@ -218,7 +219,7 @@ fn run_policy(cmd: PolicyCommand) -> Result<ExitCode> {
                     .remove()
                     .context("removing tortie's chains, jumps and sets")?;
                 eprintln!("removed tortie's chains, jumps and sets");
-                return Ok(ExitCode::SUCCESS);
+                return Ok(0);
             }
             let (Some(dir), Some(node)) = (manifests, node) else {
                 bail!("--manifests and --node are required unless --remove");
@@ -293,11 +294,7 @@ fn run_policy(cmd: PolicyCommand) -> Result<ExitCode> {
             println!("ingress (node {}): {}", show(&ingress_node), on_dst.ingress);
             let allowed = side_allows(&on_src.egress) && side_allows(&on_dst.ingress);
             println!("verdict: {}", if allowed { "allowed" } else { "denied" });
-            Ok(if allowed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if allowed { 0 } else { 1 })
         }
     }
 }
@@ -334,12 +331,12 @@ fn report_rejections(m: &Manifests, compiled: &Compiled) -> usize {
     m.errors.len() + compiled.errors.len()
 }
 
-fn strict_exit(strict: bool, rejected: usize) -> ExitCode {
+fn strict_exit(strict: bool, rejected: usize) -> u8 {
     if strict && rejected > 0 {
         eprintln!("--strict: {rejected} objects rejected");
-        ExitCode::from(EXIT_ERROR)
+        EXIT_ERROR
     } else {
-        ExitCode::SUCCESS
+        0
     }
 }
 
@@ -452,6 +449,65 @@ mod tests {
         assert_eq!(parse_port("81").unwrap(), (81, Protocol::Tcp));
         assert!(parse_port("80/ICMP").is_err());
         assert!(parse_port("http").is_err());
+    }
+
+    fn policy(args: &[&str]) -> u8 {
+        let mut argv = vec!["tortie", "policy"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Policy(cmd) => run_policy(cmd).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn examples() -> String {
+        format!("{}/../examples/policy", env!("CARGO_MANIFEST_DIR"))
+    }
+
+    #[test]
+    fn explain_exit_status_is_the_verdict() {
+        let dir = examples();
+        let explain = |from: &str, to: &str, port: &str| {
+            policy(&[
+                "explain",
+                "--manifests",
+                &dir,
+                "--from",
+                from,
+                "--to",
+                to,
+                "--port",
+                port,
+            ])
+        };
+        // examples/policy/policies.yaml: x/a accepts y's pods on TCP 80 only.
+        assert_eq!(explain("y/b", "x/a", "80/TCP"), 0);
+        assert_eq!(explain("y/b", "x/a", "81/TCP"), 1);
+        assert_eq!(explain("z/b", "x/a", "80"), 1);
+        assert_eq!(explain("x/a", "y/b", "81/udp"), 0);
+    }
+
+    #[test]
+    fn compile_reports_rejections_and_strict_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            format!("{}/cluster.yaml", examples()),
+            dir.path().join("cluster.yaml"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+             metadata: {name: bad-cidr, namespace: x}\nspec:\n  podSelector: {}\n  \
+             ingress: [{from: [{ipBlock: {cidr: 10.0.0.300/8}}]}]\n",
+        )
+        .unwrap();
+        let d = dir.path().to_str().unwrap();
+        assert_eq!(policy(&["compile", "--manifests", d, "--node", "n1"]), 0);
+        assert_eq!(
+            policy(&["compile", "--manifests", d, "--node", "n1", "--strict"]),
+            EXIT_ERROR
+        );
     }
 
     #[test]
