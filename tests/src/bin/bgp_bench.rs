@@ -19,8 +19,9 @@
 //! `birdc show route count`; GoBGP: `gobgp global rib summary`). Peak RSS
 //! is VmHWM and CPU is utime+stime of the speaker's PID, both from /proc.
 //!
-//! Usage: `bgp_bench [--quick] [--only tortie,bird,gobgp] [--skip-1m]`
-//! (`--quick`: 10k/100k instead of 100k/1M).
+//! Usage: `bgp_bench [--quick] [--only tortie,bird,gobgp] [--skip-1m]
+//! [--fanout 1,10,100] [--fanout-only]` (`--quick`: 10k/100k instead of
+//! 100k/1M, 1k routes per fan-out peer instead of 10k).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -421,12 +422,27 @@ fn main() -> Result<()> {
             peers: 1,
         });
     }
-    let fanout = [1u32, 10, 100].map(|peers| Workload {
-        routes: if quick { 1000 } else { 10_000 },
-        path_every: 0,
-        peers,
-    });
-
+    let peer_counts: Vec<u32> = match args.iter().position(|a| a == "--fanout") {
+        Some(i) => args
+            .get(i + 1)
+            .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_default(),
+        None => vec![1, 10, 100],
+    };
+    if peer_counts.iter().any(|&n| n == 0 || n > 100) {
+        bail!("--fanout: peer counts must be 1..=100 (one feeder address each)");
+    }
+    let fanout: Vec<Workload> = peer_counts
+        .iter()
+        .map(|&peers| Workload {
+            routes: if quick { 1000 } else { 10_000 },
+            path_every: 0,
+            peers,
+        })
+        .collect();
+    if args.iter().any(|a| a == "--fanout-only") {
+        tables.clear();
+    }
     let mut results: BTreeMap<(String, Kind), Measure> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for w in tables.iter().chain(fanout.iter()) {
@@ -499,13 +515,19 @@ fn main() -> Result<()> {
     let _ = writeln!(
         out,
         "| speaker | {} |",
-        fanout.map(|w| w.label()).join(" | ")
+        fanout
+            .iter()
+            .map(Workload::label)
+            .collect::<Vec<_>>()
+            .join(" | ")
     );
     let _ = writeln!(out, "|---{}|", "|---".repeat(fanout.len()));
     for k in &only {
-        let base = results
-            .get(&(fanout[0].label(), *k))
-            .map(|m| m.secs / fanout[0].total_paths() as f64);
+        let base = fanout.first().and_then(|f| {
+            results
+                .get(&(f.label(), *k))
+                .map(|m| m.secs / f.total_paths() as f64)
+        });
         let _ = write!(out, "| {} |", k.name());
         for w in &fanout {
             match (results.get(&(w.label(), *k)), base) {
