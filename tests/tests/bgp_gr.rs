@@ -119,7 +119,16 @@ fn tortie_restart_bird_keeps_routes_stale() -> Result<()> {
             ensure!(has("10.244.13.0/24"), "BIRD dropped a stale route early");
             tortie.write_config(&tortie_node(NODE_AS, TOR_AS, 6, GR, "")?)?;
             tortie.restart(&node)?;
-            bird.wait_established("tortie4", T)?;
+            let p = bird.wait_established("tortie4", T)?;
+            // RFC 4724 §3: the restarted speaker sets the Restart State
+            // bit; BIRD shows it as "Restart recovery".
+            ensure!(
+                p.neighbor_capabilities
+                    .iter()
+                    .any(|c| c == "Restart recovery"),
+                "tortie's OPEN after the restart lacks the Restart State bit: {:?}",
+                p.neighbor_capabilities
+            );
             // End-of-RIB ends the restart: the route tortie no longer
             // announces goes, graceful-restart mode ends.
             wait_for("BIRD flushes the stale route after End-of-RIB", T, || {
