@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tortie::manifests::{self, Manifests};
+use tortie::status_client::OutputFormat;
 use tortie_policy::apply::{Applier, Dataplane, ProcessRunner, Runner};
 use tortie_policy::backend::{self, Backend};
 use tortie_policy::model::Snapshot;
@@ -28,10 +29,22 @@ struct Cli {
 enum Command {
     /// Run the node agent.
     Agent,
-    /// Ask a running agent or speaker for its status.
-    Status,
-    /// Run the BGP speaker on its own.
-    Bgp,
+    /// Ask a running agent or speaker for its status (RUN_DIR/agent.sock).
+    Status {
+        /// The run directory of the agent or speaker to ask.
+        #[arg(long, default_value = "/run/tortie")]
+        run_dir: std::path::PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+        /// Also list the routes the speaker holds (`rib` in the JSON).
+        #[arg(long)]
+        routes: bool,
+    },
+    /// Run the BGP speaker on its own (route reflector, route server,
+    /// tests, benchmarks). The config's peer fields are spelled as in
+    /// BGPPeer.spec; see examples/bgp/tortie-node.yaml.
+    Bgp(tortie::bgp_cmd::Args),
     /// Compile, apply or explain NetworkPolicy without the agent.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -170,8 +183,28 @@ fn main() -> ExitCode {
             }
         }
         Command::Agent => "agent",
-        Command::Status => "status",
-        Command::Bgp => "bgp",
+        Command::Status {
+            run_dir,
+            output,
+            routes,
+        } => {
+            return match tortie::status_client::status_cmd(&run_dir, output, routes) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Bgp(args) => {
+            return match tortie::bgp_cmd::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Lab => "lab",
     };
     eprintln!("Error: `tortie {name}` is not implemented yet in this build; see the open issues");
