@@ -1,0 +1,317 @@
+//! `fib_bench`: installing and withdrawing N routes in a fresh network
+//! namespace, tortie's FIB writer side by side with BIRD's kernel protocol,
+//! `ip -batch`, and a bare batched netlink writer (the limit).
+//!
+//! A bench, not a test: run it by hand as root, never from the suite:
+//! `cargo run --release -p tortie-integration --bin fib_bench [-- --quick]`
+//! (`--quick`: 10k and 100k routes instead of 100k and 1M).
+//!
+//! ```text
+//!   ns "fib" (fresh for every measurement)      ns "gw"
+//!   fb0 192.0.2.1/24  ───────── veth ─────────  gw0 192.0.2.2/24
+//!   N routes 10.0.0.0/8 split in /28s, via 192.0.2.2
+//! ```
+//!
+//! No packet is sent anywhere: only routes are written. Timing starts when
+//! the writer starts and stops when the kernel holds every route (for BIRD:
+//! from `birdc enable` of a static protocol holding the routes until a dump
+//! of BIRD's kernel routes counts N).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use ipnet::{IpNet, Ipv4Net};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use tortie::fib::netlink::RouteSocket;
+use tortie::fib::{KernelRoute, NextHop, Reconciler, RTPROT_TORTIE};
+use tortie_integration::bgp_util::in_netns;
+use tortie_integration::{require_netns, run_with_timeout, wait_for, Netns};
+
+const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const RTPROT_BARE: u8 = 53;
+const RTPROT_IP: u8 = 54;
+const RTPROT_BIRD: u8 = 12;
+
+fn prefix(i: u32) -> Ipv4Net {
+    // 10.0.0.0/8 holds 2^20 /28s.
+    let addr = 0x0a00_0000u32 | (i << 4);
+    Ipv4Net::new(Ipv4Addr::from(addr), 28).expect("/28 is valid")
+}
+
+fn fresh_pair() -> Result<(Netns, Netns)> {
+    let fib = Netns::new("fib")?;
+    let gw = Netns::new("gw")?;
+    fib.run(
+        "ip",
+        &["link", "add", "fb0", "type", "veth", "peer", "name", "gw0"],
+    )?;
+    fib.run("ip", &["link", "set", "gw0", "netns", gw.name()])?;
+    fib.run("ip", &["addr", "add", "192.0.2.1/24", "dev", "fb0"])?;
+    fib.run("ip", &["link", "set", "fb0", "up"])?;
+    gw.run("ip", &["addr", "add", "192.0.2.2/24", "dev", "gw0"])?;
+    gw.run("ip", &["link", "set", "gw0", "up"])?;
+    Ok((fib, gw))
+}
+
+/// Counts routes of `protocol` with one netlink dump in `ns`.
+fn count(ns: &Netns, protocol: u8) -> Result<usize> {
+    in_netns(ns.name(), move || {
+        let mut s = RouteSocket::open()?;
+        Ok(s.dump(protocol)?.len())
+    })
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Timing {
+    add: Duration,
+    del: Duration,
+}
+
+fn tortie(n: u32) -> Result<Timing> {
+    let (ns, _gw) = fresh_pair()?;
+    let timing = in_netns(ns.name(), move || -> Result<Timing> {
+        let mut sock = RouteSocket::open()?;
+        let mut r = Reconciler::new();
+        r.mark_synced();
+        let routes: Vec<KernelRoute> = (0..n)
+            .map(|i| KernelRoute::unicast(IpNet::V4(prefix(i)), vec![NextHop::via(IpAddr::V4(GW))]))
+            .collect();
+        let t0 = Instant::now();
+        r.set_all(routes);
+        let ops = r.plan(Instant::now());
+        let out = sock.apply(RTPROT_TORTIE, &ops)?;
+        let failed = out.iter().filter(|o| o.result.is_err()).count();
+        r.record(out, Instant::now());
+        let add = t0.elapsed();
+        ensure!(failed == 0, "{failed} routes refused");
+        let t1 = Instant::now();
+        r.set_all(Vec::new());
+        let ops = r.plan(Instant::now());
+        let out = sock.apply(RTPROT_TORTIE, &ops)?;
+        r.record(out, Instant::now());
+        Ok(Timing {
+            add,
+            del: t1.elapsed(),
+        })
+    })?;
+    ensure!(count(&ns, RTPROT_TORTIE)? == 0, "tortie left routes behind");
+    Ok(timing)
+}
+
+/// The limit: hand-encoded RTM_NEWROUTE/RTM_DELROUTE, 1024 per sendmsg,
+/// one ack per batch, nothing else.
+fn bare_batch(sock: &Socket, n: u32, msg_type: u16) -> Result<()> {
+    const BATCH: u32 = 1024;
+    let mut buf: Vec<u8> = Vec::with_capacity(BATCH as usize * 44);
+    let mut rbuf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut seq = 0u32;
+    let mut start = 0;
+    while start < n {
+        let end = (start + BATCH).min(n);
+        buf.clear();
+        for i in start..end {
+            seq += 1;
+            let last = i + 1 == end;
+            let flags: u16 =
+                1 | if msg_type == 24 { 0x400 | 0x100 } else { 0 } | if last { 4 } else { 0 };
+            buf.extend_from_slice(&44u32.to_ne_bytes());
+            buf.extend_from_slice(&msg_type.to_ne_bytes());
+            buf.extend_from_slice(&flags.to_ne_bytes());
+            buf.extend_from_slice(&seq.to_ne_bytes());
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
+            buf.extend_from_slice(&[2, 28, 0, 0, 254, RTPROT_BARE, 0, 1]);
+            buf.extend_from_slice(&0u32.to_ne_bytes());
+            // RTA_DST, RTA_GATEWAY
+            buf.extend_from_slice(&8u16.to_ne_bytes());
+            buf.extend_from_slice(&1u16.to_ne_bytes());
+            buf.extend_from_slice(&prefix(i).network().octets());
+            buf.extend_from_slice(&8u16.to_ne_bytes());
+            buf.extend_from_slice(&5u16.to_ne_bytes());
+            buf.extend_from_slice(&GW.octets());
+        }
+        sock.send(&buf, 0).context("bare send")?;
+        'acks: loop {
+            rbuf.clear();
+            sock.recv(&mut rbuf, 0).context("bare recv")?;
+            let mut off = 0;
+            while off + 16 <= rbuf.len() {
+                let len = u32::from_ne_bytes(rbuf[off..off + 4].try_into()?) as usize;
+                let ty = u16::from_ne_bytes(rbuf[off + 4..off + 6].try_into()?);
+                let s = u32::from_ne_bytes(rbuf[off + 8..off + 12].try_into()?);
+                if ty == 2 {
+                    let code = i32::from_ne_bytes(rbuf[off + 16..off + 20].try_into()?);
+                    if code != 0 {
+                        bail!("bare writer: kernel error {code} on seq {s}");
+                    }
+                    if s == seq {
+                        break 'acks;
+                    }
+                }
+                if len < 16 {
+                    break;
+                }
+                off += (len + 3) & !3;
+            }
+        }
+        start = end;
+    }
+    Ok(())
+}
+
+fn bare(n: u32) -> Result<Timing> {
+    let (ns, _gw) = fresh_pair()?;
+    let timing = in_netns(ns.name(), move || -> Result<Timing> {
+        let mut sock = Socket::new(NETLINK_ROUTE)?;
+        sock.bind_auto()?;
+        sock.connect(&SocketAddr::new(0, 0))?;
+        sock.set_cap_ack(true)?;
+        sock.set_rx_buf_sz(1usize << 20)?;
+        let t0 = Instant::now();
+        bare_batch(&sock, n, 24)?;
+        let add = t0.elapsed();
+        let t1 = Instant::now();
+        bare_batch(&sock, n, 25)?;
+        Ok(Timing {
+            add,
+            del: t1.elapsed(),
+        })
+    })?;
+    ensure!(count(&ns, RTPROT_BARE)? == 0);
+    Ok(timing)
+}
+
+fn ip_batch(n: u32) -> Result<Timing> {
+    let (ns, _gw) = fresh_pair()?;
+    let dir = tempfile::tempdir()?;
+    let add_file = dir.path().join("add");
+    let del_file = dir.path().join("del");
+    let mut add = String::with_capacity(n as usize * 50);
+    let mut del = String::with_capacity(n as usize * 40);
+    for i in 0..n {
+        let p = prefix(i);
+        let _ = writeln!(add, "route add {p} via {GW} proto {RTPROT_IP}");
+        let _ = writeln!(del, "route del {p} proto {RTPROT_IP}");
+    }
+    std::fs::write(&add_file, add)?;
+    std::fs::write(&del_file, del)?;
+    let limit = Duration::from_secs(600);
+    let t0 = Instant::now();
+    run_with_timeout(
+        ns.command("ip")
+            .args(["-batch", &add_file.to_string_lossy()]),
+        limit,
+    )?;
+    let add = t0.elapsed();
+    ensure!(count(&ns, RTPROT_IP)? == n as usize);
+    let t1 = Instant::now();
+    run_with_timeout(
+        ns.command("ip")
+            .args(["-batch", &del_file.to_string_lossy()]),
+        limit,
+    )?;
+    Ok(Timing {
+        add,
+        del: t1.elapsed(),
+    })
+}
+
+fn bird(n: u32) -> Result<Timing> {
+    let (ns, _gw) = fresh_pair()?;
+    let dir = tempfile::tempdir()?;
+    let conf = dir.path().join("bird.conf");
+    let ctl = dir.path().join("bird.ctl");
+    let mut c = String::with_capacity(n as usize * 40);
+    c.push_str("router id 192.0.2.1;\nprotocol device {}\n");
+    c.push_str("protocol kernel k4 { ipv4 { export all; }; merge paths off; }\n");
+    c.push_str("protocol static bench { disabled; ipv4; check link off;\n");
+    for i in 0..n {
+        let _ = writeln!(c, "  route {} via {GW};", prefix(i));
+    }
+    c.push_str("}\n");
+    std::fs::write(&conf, c)?;
+    let conf_s = conf.to_string_lossy().to_string();
+    let ctl_s = ctl.to_string_lossy().to_string();
+    let mut daemon = ns.spawn("bird", &["-f", "-c", &conf_s, "-s", &ctl_s])?;
+    let birdc = |args: &[&str]| -> Result<String> {
+        let mut all = vec!["-s", ctl_s.as_str()];
+        all.extend_from_slice(args);
+        let out = run_with_timeout(ns.command("birdc").args(&all), Duration::from_secs(30))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    wait_for("BIRD's control socket", Duration::from_secs(60), || {
+        birdc(&["show", "status"])
+            .ok()
+            .filter(|s| s.contains("Daemon is up"))
+    })?;
+    let target = n as usize;
+    let t0 = Instant::now();
+    birdc(&["enable", "bench"])?;
+    wait_for(
+        "BIRD to install every route",
+        Duration::from_secs(600),
+        || count(&ns, RTPROT_BIRD).ok().filter(|c| *c >= target),
+    )?;
+    let add = t0.elapsed();
+    let t1 = Instant::now();
+    birdc(&["disable", "bench"])?;
+    wait_for(
+        "BIRD to remove every route",
+        Duration::from_secs(600),
+        || count(&ns, RTPROT_BIRD).ok().filter(|c| *c == 0),
+    )?;
+    let del = t1.elapsed();
+    daemon.stop();
+    Ok(Timing { add, del })
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn main() -> Result<()> {
+    if !require_netns("fib_bench", &["ip", "bird", "birdc"]) {
+        bail!("fib_bench needs root, ip and BIRD");
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes: &[u32] = if quick {
+        &[10_000, 100_000]
+    } else {
+        &[100_000, 1_000_000]
+    };
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "| routes | writer | install | withdraw | install vs bare | withdraw vs bare |"
+    );
+    let _ = writeln!(table, "|---:|---|---:|---:|---:|---:|");
+    for &n in sizes {
+        eprintln!("fib_bench: {n} routes: bare writer");
+        let b = bare(n)?;
+        eprintln!("fib_bench: {n} routes: tortie");
+        let t = tortie(n)?;
+        eprintln!("fib_bench: {n} routes: BIRD kernel protocol");
+        let bi = bird(n)?;
+        eprintln!("fib_bench: {n} routes: ip -batch");
+        let ip = ip_batch(n)?;
+        for (name, tm) in [
+            ("bare batched netlink (limit)", b),
+            ("**tortie**", t),
+            ("BIRD 2 kernel protocol", bi),
+            ("`ip -batch`", ip),
+        ] {
+            let _ = writeln!(
+                table,
+                "| {n} | {name} | {} | {} | {:.2}x | {:.2}x |",
+                secs(tm.add),
+                secs(tm.del),
+                tm.add.as_secs_f64() / b.add.as_secs_f64(),
+                tm.del.as_secs_f64() / b.del.as_secs_f64()
+            );
+        }
+    }
+    println!("{table}");
+    Ok(())
+}
