@@ -81,10 +81,18 @@ fn tortie(n: u32) -> Result<Timing> {
         let t0 = Instant::now();
         r.set_all(routes);
         let ops = r.plan(Instant::now());
+        let planned = t0.elapsed();
         let out = sock.apply(RTPROT_TORTIE, &ops)?;
+        let applied = t0.elapsed();
         let failed = out.iter().filter(|o| o.result.is_err()).count();
         r.record(out, Instant::now());
         let add = t0.elapsed();
+        eprintln!(
+            "fib_bench: tortie {n}: plan {:.3} s, netlink {:.3} s, record {:.3} s",
+            planned.as_secs_f64(),
+            (applied - planned).as_secs_f64(),
+            (add - applied).as_secs_f64()
+        );
         ensure!(failed == 0, "{failed} routes refused");
         let t1 = Instant::now();
         r.set_all(Vec::new());
