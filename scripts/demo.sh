@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 RUN=/run/tortie-demo
 NS_TOR=tdemo-tor
 NODES=(n1 n2)
-TORTIE=./target/release/tortie
+TORTIE=./target/debug/tortie
 
 ns() { ip netns exec "$@"; }
 
@@ -68,7 +68,7 @@ show() {
 
 up() {
     scripts/deps.sh
-    cargo build --release -p tortie --bin tortie
+    cargo build -p tortie --bin tortie
     down
     mkdir -p $RUN
     echo "[1/5] namespaces and links"
