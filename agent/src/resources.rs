@@ -1,7 +1,7 @@
 //! Serde types of tortie's resources as users write them: the standalone
 //! speaker config of `tortie bgp --config FILE` and the `BGPPeer` spec it
 //! shares with the CRD (DESIGN.md "Resources"; the file contract is
-//! /work/notes/speaker-config.md).
+//! docs/speaker-config.md).
 //!
 //! Field names are camelCase as in Kubernetes; unknown fields are rejected
 //! (a typo must not silently turn a feature off). Values that need parsing
@@ -79,6 +79,12 @@ pub struct FibSpec {
     /// Program best routes into the kernel.
     #[serde(default)]
     pub enabled: bool,
+    /// Seconds between kernel dumps that repair drift (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resync_seconds: Option<u64>,
+    /// Blackhole routes for the originated prefixes (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blackhole_originated: Option<bool>,
 }
 
 /// `BGPPeer.spec` (group `tortie.io/v1alpha1`), also one entry of the

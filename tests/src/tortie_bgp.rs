@@ -1,5 +1,5 @@
 //! Driver for tortie's standalone speaker, `tortie bgp --config FILE`
-//! (contract: notes/speaker-config.md), run inside a namespace.
+//! (contract: docs/speaker-config.md), run inside a namespace.
 //!
 //! Owns: locating the `tortie` binary, the speaker's work directory
 //! (config, run dir with the status socket, state dir for graceful
@@ -197,7 +197,7 @@ impl TortieStatus {
 }
 
 impl Tortie {
-    /// Writes `config` (the YAML of notes/speaker-config.md) and starts
+    /// Writes `config` (the YAML of docs/speaker-config.md) and starts
     /// `tortie bgp` in `ns`; returns once the status socket answers.
     pub fn start(ns: &Netns, config: &str) -> Result<Self> {
         let bin = tortie_binary()?;
@@ -467,7 +467,7 @@ fn strings_of(v: Option<&Value>) -> Vec<String> {
         .collect()
 }
 
-/// Parses the status document (camelCase, notes/speaker-config.md).
+/// Parses the status document (camelCase, docs/speaker-config.md).
 pub fn parse_status(v: &Value) -> TortieStatus {
     let peers = v
         .get("peers")
