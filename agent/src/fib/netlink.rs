@@ -113,42 +113,35 @@ impl RouteSocket {
                     what: "send dump request",
                     source,
                 })?;
-            'recv: loop {
-                self.recv()?;
-                let mut off = 0;
-                while off < self.inbuf.len() {
-                    let Some(len) = message_len(&self.inbuf[off..]) else {
-                        break;
-                    };
-                    let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
-                        &self.inbuf[off..off + len],
-                    );
-                    off += len;
-                    let Ok(m) = parsed else { continue };
-                    if m.header.sequence_number != seq {
-                        continue;
-                    }
-                    match m.payload {
-                        NetlinkPayload::Done(_) => break 'recv,
-                        NetlinkPayload::Error(e) => {
-                            if e.code.is_some() {
-                                return Err(FibError::Dump {
-                                    family: name,
-                                    reason: os_reason(e.raw_code()),
-                                });
-                            }
-                            break 'recv;
-                        }
-                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(rm))
-                            if u8::from(rm.header.protocol) == protocol =>
-                        {
-                            if let Some(r) = from_message(&rm) {
-                                routes.push(r);
-                            }
-                        }
-                        _ => {}
-                    }
+            let mut failure = None;
+            self.read_until(|m| {
+                if m.header.sequence_number != seq {
+                    return false;
                 }
+                match m.payload {
+                    NetlinkPayload::Done(_) => true,
+                    NetlinkPayload::Error(e) => {
+                        if e.code.is_some() {
+                            failure = Some(os_reason(e.raw_code()));
+                        }
+                        true
+                    }
+                    NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(rm))
+                        if u8::from(rm.header.protocol) == protocol =>
+                    {
+                        if let Some(r) = from_message(&rm) {
+                            routes.push(r);
+                        }
+                        false
+                    }
+                    _ => false,
+                }
+            })?;
+            if let Some(reason) = failure {
+                return Err(FibError::Dump {
+                    family: name,
+                    reason,
+                });
             }
         }
         Ok(routes)
@@ -166,6 +159,31 @@ impl RouteSocket {
                 source,
             })?;
         Ok(())
+    }
+
+    /// Receives and parses messages, handing each to `on_message`, until it
+    /// returns `true` (the answer the caller waits for has arrived).
+    fn read_until(
+        &mut self,
+        mut on_message: impl FnMut(NetlinkMessage<RouteNetlinkMessage>) -> bool,
+    ) -> Result<(), FibError> {
+        loop {
+            self.recv()?;
+            let mut off = 0;
+            while off < self.inbuf.len() {
+                let Some(len) = message_len(&self.inbuf[off..]) else {
+                    break;
+                };
+                let parsed =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.inbuf[off..off + len]);
+                off += len;
+                if let Ok(m) = parsed {
+                    if on_message(m) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     /// Applies operations, pipelined, and returns one outcome per operation
@@ -204,32 +222,19 @@ impl RouteSocket {
                     what: "send route batch",
                     source,
                 })?;
-            'recv: loop {
-                self.recv()?;
-                let mut off = 0;
-                while off < self.inbuf.len() {
-                    let Some(len) = message_len(&self.inbuf[off..]) else {
-                        break;
-                    };
-                    let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
-                        &self.inbuf[off..off + len],
-                    );
-                    off += len;
-                    let Ok(m) = parsed else { continue };
-                    let seq = m.header.sequence_number;
+            self.read_until(|m| {
+                let seq = m.header.sequence_number;
+                let NetlinkPayload::Error(e) = m.payload else {
+                    return false;
+                };
+                if e.code.is_some() {
                     let idx = seq.wrapping_sub(first_seq) as usize;
-                    if let NetlinkPayload::Error(e) = m.payload {
-                        if e.code.is_some() {
-                            if let Some(slot) = results.get_mut(idx) {
-                                *slot = Err(os_reason(e.raw_code()));
-                            }
-                        }
-                        if seq == last_seq {
-                            break 'recv;
-                        }
+                    if let Some(slot) = results.get_mut(idx) {
+                        *slot = Err(os_reason(e.raw_code()));
                     }
                 }
-            }
+                seq == last_seq
+            })?;
             outcomes.extend(batch.iter().zip(results).map(|(op, result)| OpOutcome {
                 op: op.clone(),
                 result,
