@@ -16,20 +16,34 @@
 //!   than the longest configured restart time is a graceful restart (R and
 //!   F bits, advertisements wait for peers' End-of-RIB). A clean shutdown
 //!   removes it.
+//! - `fib.enabled: true`: best routes go into the kernel of this network
+//!   namespace (protocol 52, see [`crate::fib`]) from a dedicated thread
+//!   that owns the netlink socket ([`run_fib`]). Routes already there at
+//!   start stay until the speaker has synced (graceful restart: the
+//!   speaker's End-of-RIB wait when restarting; otherwise every peer
+//!   Established for 2 s, at most 10 s after start); SIGTERM and SIGKILL
+//!   leave them in place. Every `fib.resyncSeconds` a dump repairs drift.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use tortie_bgp::rib::decision::SourceKind;
+use tortie_bgp::rib::FibChange;
 use tortie_bgp::rib::{
     Action as RuleAction, Filter, Match, MaxPrefix, MaxPrefixAction, PathAttrs, PrefixMatch, Rule,
 };
 use tortie_bgp::runtime::{self, RuntimeConfig};
 use tortie_bgp::speaker::{Originate, PeerSettings, SpeakerConfig, Transport};
-use tortie_bgp::wire::{Asn, Community, Family, LargeCommunity, Prefix};
+use tortie_bgp::wire::{Asn, Community, Family, LargeCommunity, NextHop as WireNextHop, Prefix};
 use tracing::{error, info, warn};
 
+use crate::fib::netlink::RouteSocket;
+use crate::fib::route::MAIN_TABLE;
+use crate::fib::{KernelRoute, NextHop, Reconciler, RouteKey, RTPROT_TORTIE};
 use crate::resources::{
     AddPaths, BGPPeerSpec, FamilyName, FilterAction, FilterRuleSpec, MatchOperator,
     MaxPrefixesAction, SpeakerConfigSpec,
@@ -70,6 +84,17 @@ pub struct Loaded {
     pub runtime: RuntimeConfig,
     /// Longest graceful-restart time of any peer (None: GR off everywhere).
     pub max_restart_time: Option<Duration>,
+    /// `fib.enabled` (None: routes stay in the RIB).
+    pub fib: Option<FibSettings>,
+}
+
+/// What `fib:` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FibSettings {
+    /// Period of the kernel dump that repairs drift.
+    pub resync: Duration,
+    /// Originated prefixes get a blackhole route.
+    pub blackhole_originated: bool,
 }
 
 /// Name of the graceful-restart marker in the state dir.
@@ -369,9 +394,20 @@ pub fn convert(spec: &SpeakerConfigSpec) -> Result<Loaded> {
     let mut cfg = SpeakerConfig::new(Asn(spec.as_number), router_id);
     cfg.cluster_id = cluster_id;
     cfg.max_paths = spec.max_ecmp_paths.unwrap_or(8).max(1) as usize;
-    if spec.fib.as_ref().is_some_and(|f| f.enabled) {
-        warn!("fib.enabled: route programming is not implemented in the standalone speaker yet; routes stay in the RIB");
-    }
+    let fib = match spec.fib.as_ref().filter(|f| f.enabled) {
+        None => None,
+        Some(f) => {
+            let secs = f.resync_seconds.unwrap_or(30);
+            if secs == 0 {
+                bail!("fib.resyncSeconds: 0 is not allowed (at least 1 s)");
+            }
+            Some(FibSettings {
+                resync: Duration::from_secs(secs),
+                blackhole_originated: f.blackhole_originated.unwrap_or(true),
+            })
+        }
+    };
+    cfg.track_fib = fib.is_some();
     for (i, o) in spec.originate.iter().enumerate() {
         let f = format!("originate[{i}]");
         let prefix = parse_prefix(&format!("{f}.prefix"), &o.prefix)?;
@@ -436,6 +472,7 @@ pub fn convert(spec: &SpeakerConfigSpec) -> Result<Loaded> {
             listen,
         },
         max_restart_time,
+        fib,
     })
 }
 
@@ -495,9 +532,41 @@ async fn run_async(args: Args) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let (handle, mut task) = runtime::start(cfg.clone())
-        .await
-        .context("starting the BGP speaker")?;
+    let counters = Arc::new(FibCounters::default());
+    let fib_tx = match loaded.fib {
+        None => None,
+        Some(settings) => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let synced = Arc::new(AtomicBool::new(false));
+            let (s, c) = (Arc::clone(&synced), Arc::clone(&counters));
+            std::thread::Builder::new()
+                .name("tortie-fib".into())
+                .spawn(move || {
+                    if let Err(e) = run_fib(settings, rx, &s, &c) {
+                        error!("FIB: {e:#}; routes are no longer programmed");
+                    }
+                })
+                .context("starting the FIB thread")?;
+            Some((tx, synced))
+        }
+    };
+    let (handle, mut task) =
+        runtime::start_with_fib(cfg.clone(), fib_tx.as_ref().map(|(tx, _)| tx.clone()))
+            .await
+            .context("starting the BGP speaker")?;
+    if let Some((_, synced)) = fib_tx {
+        let bound = if cfg.speaker.restarting {
+            loaded.max_restart_time.unwrap_or(NOT_RESTARTING_SYNC_BOUND)
+        } else {
+            NOT_RESTARTING_SYNC_BOUND
+        };
+        tokio::spawn(watch_sync(
+            handle.clone(),
+            cfg.speaker.restarting,
+            bound,
+            synced,
+        ));
+    }
     info!(
         "tortie bgp: {} router id {}, {} peers, listening on {:?}",
         cfg.speaker.asn,
@@ -506,7 +575,7 @@ async fn run_async(args: Args) -> Result<()> {
         handle.listen_addrs()
     );
     let sock = args.run_dir.join("agent.sock");
-    let server = status_client::serve(&sock, handle.clone())
+    let server = serve_status(&sock, handle.clone(), Arc::clone(&counters))
         .with_context(|| format!("cannot serve status on {}", sock.display()))?;
     if state_ok {
         write_marker(&args.state_dir);
@@ -553,6 +622,243 @@ async fn run_async(args: Args) -> Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Route counts the FIB thread publishes for the status document.
+#[derive(Debug, Default)]
+pub struct FibCounters {
+    /// Routes the kernel holds as tortie wants them.
+    pub installed: AtomicU64,
+    /// Routes the kernel refused (being retried).
+    pub failed: AtomicU64,
+}
+
+/// Without a graceful restart there is no End-of-RIB wait in the speaker
+/// to follow; the FIB keeps the routes it found at most this long.
+const NOT_RESTARTING_SYNC_BOUND: Duration = Duration::from_secs(10);
+/// ... or until every peer has been Established this long (its initial
+/// table has then been received in practice: updates follow the OPEN
+/// exchange at once).
+const ESTABLISHED_SETTLE: Duration = Duration::from_secs(2);
+
+/// Decides when the speaker has synced and raises `synced`: restarting,
+/// when the speaker ends its End-of-RIB deferral (which the speaker
+/// bounds by the restart time); otherwise when every peer has been
+/// Established for [`ESTABLISHED_SETTLE`], or after `bound`.
+async fn watch_sync(
+    handle: runtime::Handle,
+    restarting: bool,
+    bound: Duration,
+    synced: Arc<AtomicBool>,
+) {
+    use tortie_bgp::fsm::State;
+    let start = tokio::time::Instant::now();
+    let mut all_up_since: Option<tokio::time::Instant> = None;
+    let why = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = tokio::time::Instant::now();
+        if now.duration_since(start) >= bound {
+            break "timed out waiting for the peers";
+        }
+        let Ok(r) = handle.status(false).await else {
+            return;
+        };
+        if restarting {
+            if !r.deferring {
+                break "every established peer sent End-of-RIB";
+            }
+            continue;
+        }
+        let all_up = !r.peers.is_empty() && r.peers.iter().all(|p| p.state == State::Established);
+        if !all_up {
+            all_up_since = None;
+            continue;
+        }
+        let since = *all_up_since.get_or_insert(now);
+        if now.duration_since(since) >= ESTABLISHED_SETTLE {
+            break "every peer is established";
+        }
+    };
+    info!("FIB: synced ({why}); routes not re-learned are removed now");
+    synced.store(true, Ordering::Release);
+}
+
+/// The kernel route for one best-route change; `None` removes it.
+/// Our own prefixes are never routed via ourselves: they get a blackhole
+/// (so unallocated addresses do not follow the default route) or nothing.
+pub fn fib_route(c: &FibChange, blackhole_originated: bool) -> Option<KernelRoute> {
+    let dst = ipnet::IpNet::from(c.prefix);
+    if c.is_gone() {
+        return None;
+    }
+    if c.is_local() {
+        return blackhole_originated.then(|| KernelRoute::blackhole(dst));
+    }
+    let hops: Vec<NextHop> = c
+        .paths
+        .iter()
+        .filter(|p| p.kind != SourceKind::Local)
+        .filter_map(|p| p.next_hop)
+        .filter_map(|nh| {
+            let ip = match nh {
+                WireNextHop::V4(a) => IpAddr::V4(a),
+                WireNextHop::V6 { global, .. } => IpAddr::V6(global),
+            };
+            // A next hop of another family (IPv4-mapped on an IPv4 session,
+            // or unspecified) is not something the kernel can route via.
+            (ip.is_ipv4() == dst.addr().is_ipv4() && !ip.is_unspecified()).then_some(ip)
+        })
+        .map(NextHop::via)
+        .collect();
+    if hops.is_empty() {
+        return None;
+    }
+    Some(KernelRoute::unicast(dst, hops))
+}
+
+/// The FIB thread: owns the netlink socket, feeds best-route changes to
+/// the [`Reconciler`] and applies its plans in batches; dumps the kernel
+/// every `resync` to repair drift. Ends when the speaker drops its sender.
+pub fn run_fib(
+    settings: FibSettings,
+    rx: std::sync::mpsc::Receiver<Vec<FibChange>>,
+    synced: &AtomicBool,
+    counters: &FibCounters,
+) -> Result<()> {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Instant;
+    let mut sock = RouteSocket::open().context("opening the netlink route socket")?;
+    let mut rec = Reconciler::new();
+    let found = sock
+        .dump(RTPROT_TORTIE)
+        .context("dumping the kernel's routes")?;
+    info!(
+        "FIB: {} routes of protocol {RTPROT_TORTIE} found in the kernel; kept until the speaker has synced",
+        found.len()
+    );
+    rec.observe_dump(found);
+    let mut next_resync = Instant::now() + settings.resync;
+    let apply_changes = |rec: &mut Reconciler, batch: Vec<FibChange>| {
+        for c in batch {
+            match fib_route(&c, settings.blackhole_originated) {
+                Some(r) => rec.set(r),
+                None => rec.remove(RouteKey {
+                    table: MAIN_TABLE,
+                    dst: ipnet::IpNet::from(c.prefix).trunc(),
+                }),
+            }
+        }
+    };
+    loop {
+        let now = Instant::now();
+        // Wake for the resync, a retry, or to notice the sync flag.
+        let mut wake = next_resync.min(now + Duration::from_millis(200));
+        if let Some(t) = rec.poll_timeout() {
+            wake = wake.min(t);
+        }
+        match rx.recv_timeout(wake.saturating_duration_since(now)) {
+            Ok(batch) => apply_changes(&mut rec, batch),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        // Batch: everything already queued goes into this plan.
+        while let Ok(batch) = rx.try_recv() {
+            apply_changes(&mut rec, batch);
+        }
+        if !rec.is_synced() && synced.load(Ordering::Acquire) {
+            // The changes the speaker made before it synced are queued ahead
+            // of the flag (it is raised after a status answer that follows
+            // them); take them so nothing re-learned is deleted.
+            while let Ok(batch) = rx.try_recv() {
+                apply_changes(&mut rec, batch);
+            }
+            rec.mark_synced();
+        }
+        let now = Instant::now();
+        if now >= next_resync {
+            match sock.dump(RTPROT_TORTIE) {
+                Ok(routes) => rec.observe_dump(routes),
+                Err(e) => warn!("FIB: resync dump failed: {e}"),
+            }
+            next_resync = now + settings.resync;
+        }
+        let ops = rec.plan(now);
+        if !ops.is_empty() {
+            match sock.apply(RTPROT_TORTIE, &ops) {
+                Ok(outcomes) => {
+                    for o in &outcomes {
+                        if let Err(why) = &o.result {
+                            warn!(
+                                "FIB: the kernel refused to {} {}: {why}; retrying with backoff",
+                                o.op.verb(),
+                                o.op.route()
+                            );
+                        }
+                    }
+                    rec.record(outcomes, now);
+                }
+                Err(e) => {
+                    // Nothing is known about these ops; a dump soon
+                    // re-marks whatever the kernel lacks.
+                    warn!("FIB: applying {} route changes failed: {e}", ops.len());
+                    next_resync = now + Duration::from_secs(1);
+                }
+            }
+        }
+        counters
+            .installed
+            .store(rec.installed() as u64, Ordering::Relaxed);
+        counters
+            .failed
+            .store(rec.failed().len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The status server of [`status_client::serve`], with the FIB counts.
+fn serve_status(
+    path: &Path,
+    handle: runtime::Handle,
+    counters: Arc<FibCounters>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    status_client::serve_with(path, move |line| {
+        let handle = handle.clone();
+        let counters = Arc::clone(&counters);
+        async move { answer_status(&line, &handle, &counters).await }
+    })
+}
+
+async fn answer_status(line: &str, handle: &runtime::Handle, counters: &FibCounters) -> String {
+    let err = |e: String| serde_json::json!({ "error": e }).to_string();
+    let req: status_client::Request = match serde_json::from_str(line.trim()) {
+        Ok(r) => r,
+        Err(e) => return err(format!("bad request: {e}")),
+    };
+    if req.get != "status" {
+        return err(format!(
+            "unknown request {:?}; try {{\"get\":\"status\"}}",
+            req.get
+        ));
+    }
+    let report = match handle.status(req.routes).await {
+        Ok(r) => r,
+        Err(e) => return err(e.to_string()),
+    };
+    let mut status = status_client::status_document(&report);
+    status.routes.installed = counters.installed.load(Ordering::Relaxed);
+    status.routes.failed = counters.failed.load(Ordering::Relaxed);
+    let mut doc = match serde_json::to_value(status) {
+        Ok(v) => v,
+        Err(e) => return err(e.to_string()),
+    };
+    if req.routes {
+        if let (Some(obj), Ok(rib)) = (
+            doc.as_object_mut(),
+            serde_json::to_value(status_client::rib_document(&report)),
+        ) {
+            obj.insert("rib".into(), rib);
+        }
+    }
+    doc.to_string()
 }
 
 #[cfg(test)]
@@ -603,5 +909,86 @@ mod tests {
         let e = spec("asNumber: 1\nrouterId: 192.0.2.1\noriginate:\n  - {prefix: 10.0.0.1/8}\n")
             .expect_err("host bits");
         assert!(e.to_string().contains("host bits"), "{e}");
+    }
+
+    fn path(nh: Option<WireNextHop>, kind: SourceKind) -> tortie_bgp::rib::FibPath {
+        tortie_bgp::rib::FibPath {
+            next_hop: nh,
+            peer: tortie_bgp::rib::PeerId(1),
+            peer_address: None,
+            kind,
+            path_id: 0,
+            stale: false,
+        }
+    }
+
+    #[test]
+    fn fib_routes_from_best_route_changes() {
+        let prefix: Prefix = "10.244.2.0/24".parse().expect("prefix");
+        let v4 = |a: [u8; 4]| Some(WireNextHop::V4(Ipv4Addr::from(a)));
+        // Two iBGP paths: one multipath route, next hops sorted.
+        let c = FibChange {
+            prefix,
+            paths: vec![
+                path(v4([192, 0, 2, 13]), SourceKind::Ibgp),
+                path(v4([192, 0, 2, 12]), SourceKind::Ibgp),
+            ],
+        };
+        let r = fib_route(&c, true).expect("route");
+        assert_eq!(
+            r.to_string(),
+            "10.244.2.0/24 nexthop via 192.0.2.12 nexthop via 192.0.2.13"
+        );
+        // Our own prefix: a blackhole, or nothing.
+        let own = FibChange {
+            prefix,
+            paths: vec![path(None, SourceKind::Local)],
+        };
+        assert_eq!(
+            fib_route(&own, true).map(|r| r.to_string()),
+            Some("10.244.2.0/24 blackhole".into())
+        );
+        assert_eq!(fib_route(&own, false), None);
+        // Gone, and a next hop of the other family: nothing to install.
+        assert_eq!(
+            fib_route(
+                &FibChange {
+                    prefix,
+                    paths: vec![]
+                },
+                true
+            ),
+            None
+        );
+        let v6 = FibChange {
+            prefix,
+            paths: vec![path(
+                Some(WireNextHop::V6 {
+                    global: "::ffff:192.0.2.12".parse().expect("v6"),
+                    link_local: None,
+                }),
+                SourceKind::Ebgp,
+            )],
+        };
+        assert_eq!(fib_route(&v6, true), None);
+    }
+
+    #[test]
+    fn fib_settings_convert() {
+        let base = "asNumber: 1\nrouterId: 192.0.2.1\n";
+        assert_eq!(spec(base).expect("valid").fib, None);
+        assert!(!spec(base).expect("valid").runtime.speaker.track_fib);
+        let l = spec(&format!("{base}fib: {{enabled: true}}\n")).expect("valid");
+        assert_eq!(
+            l.fib,
+            Some(FibSettings {
+                resync: Duration::from_secs(30),
+                blackhole_originated: true
+            })
+        );
+        assert!(l.runtime.speaker.track_fib);
+        let e = spec(&format!("{base}fib: {{enabled: true, resyncSeconds: 0}}\n"))
+            .expect_err("zero resync");
+        assert!(e.to_string().starts_with("fib.resyncSeconds:"), "{e}");
     }
 }

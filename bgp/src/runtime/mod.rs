@@ -11,7 +11,7 @@
 pub mod shell;
 pub mod socket;
 
-pub use shell::{start, Handle, RuntimeConfig, StatusReport, Stopped};
+pub use shell::{start, start_with_fib, Handle, RuntimeConfig, StatusReport, Stopped};
 
 #[cfg(test)]
 mod tests;

@@ -229,11 +229,25 @@ struct Core {
     /// Readers ring it after queueing a batch.
     ready: Arc<Notify>,
     closing: Vec<JoinHandle<()>>,
+    /// Where best-route changes go (with [`SpeakerConfig::track_fib`]).
+    fib: Option<std::sync::mpsc::Sender<Vec<crate::rib::FibChange>>>,
 }
 
 /// Binds the listeners and starts the speaker; returns its handle and
 /// the task (which ends after [`Handle::shutdown`]).
 pub async fn start(cfg: RuntimeConfig) -> io::Result<(Handle, JoinHandle<()>)> {
+    start_with_fib(cfg, None).await
+}
+
+/// [`start`], and every batch of best-route changes is sent to `fib`
+/// (set [`SpeakerConfig::track_fib`] too). A std channel because the
+/// consumer is a blocking thread that owns a netlink socket; the
+/// speaker coalesces per prefix between sends, and the consumer coalesces
+/// again by keying on the prefix.
+pub async fn start_with_fib(
+    cfg: RuntimeConfig,
+    fib: Option<std::sync::mpsc::Sender<Vec<crate::rib::FibChange>>>,
+) -> io::Result<(Handle, JoinHandle<()>)> {
     let mut listeners = Vec::new();
     let mut bound = Vec::new();
     for addr in &cfg.listen {
@@ -260,6 +274,7 @@ pub async fn start(cfg: RuntimeConfig) -> io::Result<(Handle, JoinHandle<()>)> {
         order: VecDeque::new(),
         ready: Arc::new(Notify::new()),
         closing: Vec::new(),
+        fib,
     };
     core.reconfigure(cfg.speaker, cfg.peers);
     let task = tokio::spawn(core.run(rx, ev_rx));
@@ -627,6 +642,13 @@ impl Core {
     }
 
     fn dispatch(&mut self) {
+        if let Some(tx) = &self.fib {
+            let changes = self.speaker.take_fib_changes();
+            if !changes.is_empty() && tx.send(changes).is_err() {
+                warn!("the FIB consumer is gone; best-route changes are no longer installed");
+                self.fib = None;
+            }
+        }
         while let Some(o) = self.speaker.poll_output() {
             match o {
                 Output::Connect {
