@@ -593,6 +593,12 @@ async fn run_async(args: Args) -> Result<()> {
                         }
                         let mut speaker = new.runtime.speaker.clone();
                         speaker.restarting = current.speaker.restarting;
+                        // The FIB thread exists or not from the start; a
+                        // stream nobody drains would only grow.
+                        speaker.track_fib = current.speaker.track_fib;
+                        if new.fib != loaded.fib {
+                            warn!("fib changes need a restart; keeping the settings of the start");
+                        }
                         if handle.reconfigure(speaker, new.runtime.peers.clone()).await.is_err() {
                             break Err(anyhow!("the BGP speaker stopped"));
                         }
