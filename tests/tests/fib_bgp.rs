@@ -144,7 +144,34 @@ fn two_nodes_install_each_others_pod_routes() -> Result<()> {
     )?;
     eprintln!("hand-deleted route back after {:?}", t.elapsed());
 
-    // SIGKILL + start: the route never leaves the kernel.
+    // SIGKILL + start: the route never leaves the kernel, and pod traffic
+    // does not stop (an interval ping across the restart).
+    let pinger = {
+        let name = p1.name().to_string();
+        std::thread::spawn(move || -> Result<String> {
+            let out = tortie_integration::run_with_timeout(
+                std::process::Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &name,
+                    "ping",
+                    "-i",
+                    "0.05",
+                    "-c",
+                    "80",
+                    "-W",
+                    "1",
+                    "10.244.2.10",
+                ]),
+                Duration::from_secs(30),
+            );
+            // ping exits 1 when a reply was lost; the summary says how many.
+            match out {
+                Ok(o) => Ok(String::from_utf8_lossy(&o.stdout).into_owned()),
+                Err(e) => Ok(format!("{e:#}")),
+            }
+        })
+    };
     s1.kill();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = {
@@ -193,8 +220,16 @@ fn two_nodes_install_each_others_pod_routes() -> Result<()> {
         "restart: route present in all {polls} polls over {:?}",
         t.elapsed()
     );
-    let out = p1.run("ping", &["-c", "2", "-i", "0.2", "-W", "1", "10.244.2.10"])?;
-    assert!(out.contains(" 0% packet loss"), "{out}");
+    let out = pinger
+        .join()
+        .map_err(|_| anyhow::anyhow!("pinger panicked"))??;
+    let summary = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .unwrap_or(&out)
+        .to_string();
+    eprintln!("ping -i 0.05 across the restart: {summary}");
+    assert!(summary.contains(" 0% packet loss"), "{out}");
 
     // Withdrawal: node 2 stops originating; node 1's kernel loses it.
     s2.reload(&node_config("192.0.2.12", "192.0.2.11", &[]))?;
@@ -215,5 +250,82 @@ fn two_nodes_install_each_others_pod_routes() -> Result<()> {
     drop(p1);
     drop(p2);
     eprintln!("fib_bgp total {:?}", t0.elapsed());
+    Ok(())
+}
+
+/// Node 1 peers with nodes 2 and 3 over two links; both announce
+/// 10.244.9.0/24 (equal attributes), so node 1 installs one multipath
+/// route; when node 3 stops, the route shrinks to the remaining next hop.
+///
+/// ```text
+///  ns TAG-n2 192.0.2.12 ─veth─ 192.0.2.11 ns TAG-n1 198.51.100.11 ─veth─ 198.51.100.13 ns TAG-n3
+///  originate 10.244.9.0/24     kernel: 10.244.9.0/24 proto 52           originate 10.244.9.0/24
+///                                nexthop via 192.0.2.12 nexthop via 198.51.100.13
+/// ```
+#[test]
+fn equal_paths_make_one_multipath_route() -> Result<()> {
+    if !tortie_bgp::require("fib_bgp::equal_paths_make_one_multipath_route") {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let n1 = Netns::new("fen1")?;
+    let n2 = Netns::new("fen2")?;
+    let n3 = Netns::new("fen3")?;
+    veth(&n1, "to2", "192.0.2.11/24", &n2, "to1", "192.0.2.12/24")?;
+    veth(
+        &n1,
+        "to3",
+        "198.51.100.11/24",
+        &n3,
+        "to1",
+        "198.51.100.13/24",
+    )?;
+    let peer = |ip: &str| format!("  - peerIP: {ip}\n    asNumber: 64512\n    families: [IPv4]\n");
+    let c1 = format!(
+        "{}fib:\n  enabled: true\n  resyncSeconds: {RESYNC}\n",
+        tortie_bgp::config(
+            64512,
+            "192.0.2.11",
+            "",
+            &format!("{}{}", peer("192.0.2.12"), peer("198.51.100.13"))
+        )
+    );
+    let s1 = Tortie::start(&n1, &c1)?;
+    let _s2 = Tortie::start(
+        &n2,
+        &node_config("192.0.2.12", "192.0.2.11", &["10.244.9.0/24"]),
+    )?;
+    let mut s3 = Tortie::start(
+        &n3,
+        &node_config("198.51.100.13", "198.51.100.11", &["10.244.9.0/24"]),
+    )?;
+    let r = wait_for(
+        "a two-way multipath route on node 1",
+        Duration::from_secs(30),
+        || {
+            kernel_route(&n1, "10.244.9.0/24").ok().filter(|r| {
+                r.contains("nexthop via 192.0.2.12") && r.contains("nexthop via 198.51.100.13")
+            })
+        },
+    )
+    .with_context(|| s1.log())?;
+    eprintln!("node 1: {r} ({:?} after start)", t0.elapsed());
+    s3.stop();
+    let r = wait_kernel(
+        &n1,
+        "10.244.9.0/24",
+        "via 192.0.2.12",
+        Duration::from_secs(20),
+    )?;
+    wait_for(
+        "the multipath route shrunk to one next hop",
+        Duration::from_secs(20),
+        || {
+            kernel_route(&n1, "10.244.9.0/24")
+                .ok()
+                .filter(|r| r.contains("via 192.0.2.12") && !r.contains("198.51.100.13"))
+        },
+    )?;
+    eprintln!("after node 3 stopped: {r}; total {:?}", t0.elapsed());
     Ok(())
 }
