@@ -19,6 +19,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use tortie_integration::bird::Bird;
 use tortie_integration::tortie_bgp::{self, Tortie};
 use tortie_integration::{veth, wait_for, Netns};
 
@@ -206,6 +207,12 @@ fn two_nodes_install_each_others_pod_routes() -> Result<()> {
     };
     let t = Instant::now();
     s1.restart(&n1)?;
+    // The new instance found the routes of the old one and kept them.
+    assert!(
+        s1.log().contains("FIB: 2 routes of protocol 52 found"),
+        "{}",
+        s1.log()
+    );
     s1.wait_established("192.0.2.12", Duration::from_secs(30))?;
     // Past the sync point: stale routes would be gone by now.
     wait_for("node 1 FIB synced", Duration::from_secs(130), || {
@@ -327,5 +334,78 @@ fn equal_paths_make_one_multipath_route() -> Result<()> {
         },
     )?;
     eprintln!("after node 3 stopped: {r}; total {:?}", t0.elapsed());
+    Ok(())
+}
+
+/// eBGP to a BIRD ToR, both families: the ToR's static prefixes land in
+/// the node's kernel via the ToR's addresses; the node's own prefixes are
+/// blackholes.
+///
+/// ```text
+///   ns TAG-t (BIRD, AS 4200000001)          ns TAG-n (tortie, AS 4200000011, fib on)
+///   tor0 192.0.2.1  2001:db8::1  ─veth─  node0 192.0.2.11  2001:db8::11
+///   static 10.245.1.0/24, fd00:245:1::/64   kernel: 10.245.1.0/24 via 192.0.2.1 proto 52
+///                                                   fd00:245:1::/64 via 2001:db8::1 proto 52
+/// ```
+#[test]
+fn ebgp_routes_from_a_bird_tor_are_installed() -> Result<()> {
+    if !tortie_bgp::require("fib_bgp::ebgp_routes_from_a_bird_tor_are_installed") {
+        return Ok(());
+    }
+    const TOR_AS: u32 = 4_200_000_001;
+    const NODE_AS: u32 = 4_200_000_011;
+    let t0 = Instant::now();
+    let (tor, node) = tortie_bgp::tor_and_node("feb")?;
+    let _bird = Bird::start(&tor, &tortie_bgp::bird_tor(TOR_AS, NODE_AS, 6, "", "")?)?;
+    let conf = format!(
+        "{}fib:\n  enabled: true\n  resyncSeconds: {RESYNC}\n",
+        tortie_bgp::tortie_node(NODE_AS, TOR_AS, 6, "", "")?
+    );
+    let s = Tortie::start(&node, &conf)?;
+    let r4 = wait_kernel(
+        &node,
+        "10.245.1.0/24",
+        "via 192.0.2.1",
+        Duration::from_secs(30),
+    )
+    .with_context(|| s.log())?;
+    let r6 = wait_for(
+        "fd00:245:1::/64 via 2001:db8::1 proto 52",
+        Duration::from_secs(30),
+        || {
+            node.run(
+                "ip",
+                &["-6", "route", "show", "fd00:245:1::/64", "proto", "52"],
+            )
+            .ok()
+            .filter(|r| r.contains("via 2001:db8::1"))
+        },
+    )
+    .with_context(|| s.log())?;
+    let own = node.run("ip", &["route", "show", "10.244.11.0/24", "proto", "52"])?;
+    assert!(own.contains("blackhole"), "own prefix: {own:?}");
+    let own6 = node.run(
+        "ip",
+        &["-6", "route", "show", "fd00:11::/64", "proto", "52"],
+    )?;
+    assert!(own6.contains("blackhole"), "own IPv6 prefix: {own6:?}");
+    // 10.245.1.0/24, 10.245.2.0/24, fd00:245:1::/64 and the two blackholes.
+    let st = wait_for(
+        "status routes.installed == 5",
+        Duration::from_secs(10),
+        || {
+            s.status_summary()
+                .ok()
+                .filter(|st| st.raw["routes"]["installed"].as_u64() == Some(5))
+        },
+    )
+    .with_context(|| format!("{:?}", s.status_summary().map(|st| st.raw)))?;
+    assert_eq!(st.raw["routes"]["failed"].as_u64(), Some(0), "{}", st.raw);
+    eprintln!(
+        "node: {} | {} ({:?} after start)",
+        r4.trim(),
+        r6.trim(),
+        t0.elapsed()
+    );
     Ok(())
 }
