@@ -10,7 +10,9 @@ use super::adj_out::{
     MemoKey, OutTable,
 };
 use super::attrs::{Interner, PathAttrs};
-use super::decision::{decide, Candidate, DecisionConfig, PathSource, SourceKind};
+use super::decision::{
+    against_best, decide, tie_before, Against, Candidate, DecisionConfig, PathSource, SourceKind,
+};
 use super::fib::{FibChange, FibPath};
 use super::hash::KeyHashBuilder;
 use super::import::{receive, DropReason};
@@ -168,6 +170,13 @@ enum Op {
     RemoveStale(PeerId),
 }
 
+/// What [`Core::upsert_fast`] did.
+struct Fast {
+    added: bool,
+    changed: bool,
+    best_changed: bool,
+}
+
 #[derive(Default)]
 struct Delta {
     added: u32,
@@ -231,6 +240,106 @@ impl Core {
             rr_client: self.peer(id).is_some_and(|p| p.cfg.rr_client),
             router_id: s.router_id,
         }
+    }
+
+    fn candidate<'a>(&self, p: &'a Path) -> Candidate<'a> {
+        Candidate {
+            attrs: &p.attrs,
+            source: self.source(p.peer()),
+            peer: p.peer(),
+            path_id: p.path_id(),
+        }
+    }
+
+    /// Where `p` stands against the entry's best path (`Unknown` when the
+    /// entry has no selection).
+    fn against(&self, e: &Entry, p: &Path) -> Against {
+        match e.best() {
+            Some(best) => against_best(
+                &self.candidate(p),
+                &self.candidate(best),
+                &self.decision_cfg(),
+            ),
+            None => Against::Unknown,
+        }
+    }
+
+    /// The incremental decision for one path arriving (or replacing a
+    /// non-selected path of the same peer and path id): compares it with
+    /// the best path only, so N peers sending the same prefix cost O(N)
+    /// comparisons in all, not O(N²). `Err` gives the path back when only
+    /// a full run can tell ([`Core::reselect`]).
+    fn upsert_fast(&self, e: &mut Entry, path: Path) -> Result<Fast, Path> {
+        let sel = usize::from(e.selected);
+        let at = e
+            .as_slice()
+            .iter()
+            .position(|p| p.peer() == path.peer() && p.path_id == path.path_id);
+        if let Some(i) = at {
+            // Replacing a selected path, or a path whose going away could
+            // resurrect another (MED): full run.
+            let old = e.as_slice().get(i);
+            if i < sel
+                || !old
+                    .is_some_and(|o| matches!(self.against(e, o), Against::Loses | Against::Ties))
+            {
+                return Err(path);
+            }
+        }
+        let verdict = self.against(e, &path);
+        if verdict == Against::Unknown {
+            return Err(path);
+        }
+        let max = self.cfg.max_paths.clamp(1, usize::from(u8::MAX));
+        // Where the new path would go in the ECMP set (Ties only).
+        let pos = match verdict {
+            Against::Ties => {
+                let cfg = self.decision_cfg();
+                let new = self.candidate(&path);
+                e.selected()
+                    .iter()
+                    .position(|p| tie_before(&new, &self.candidate(p), &cfg))
+                    .unwrap_or(sel)
+            }
+            _ => 0,
+        };
+        let added = match at {
+            Some(i) => {
+                if let Some(slot) = e.as_mut_slice().get_mut(i) {
+                    *slot = path;
+                }
+                false
+            }
+            None => e.upsert(path),
+        };
+        let idx = at.unwrap_or(e.as_slice().len() - 1);
+        let s = e.as_mut_slice();
+        let mut fast = Fast {
+            added,
+            changed: false,
+            best_changed: false,
+        };
+        match verdict {
+            Against::Wins => {
+                s.swap(0, idx);
+                e.selected = 1;
+                fast.changed = true;
+                fast.best_changed = true;
+            }
+            Against::Ties if pos < max => {
+                // Bring it next to the set (rest order does not matter),
+                // then slide it into its tie-break place: O(max_paths).
+                s.swap(sel, idx);
+                if let Some(w) = s.get_mut(pos..=sel) {
+                    w.rotate_right(1);
+                }
+                e.selected = u8::try_from((sel + 1).min(max)).unwrap_or(u8::MAX);
+                fast.changed = true;
+                fast.best_changed = pos == 0;
+            }
+            _ => {}
+        }
+        Ok(fast)
     }
 
     /// Re-runs the decision for one entry.
@@ -336,6 +445,42 @@ fn change_entry<K: Fam>(
     op: Op,
 ) -> Delta {
     let mut d = Delta::default();
+    // The incremental cases first: they need no snapshot of the selection.
+    let op = match op {
+        Op::Upsert(path) => match core.upsert_fast(entry, path) {
+            Ok(f) => {
+                d.added = u32::from(f.added);
+                if f.changed {
+                    propagate(core, fib_dirty, key, entry, f.best_changed, &mut d);
+                }
+                return d;
+            }
+            Err(path) => Op::Upsert(path),
+        },
+        Op::Remove(peer, id) => {
+            let sel = usize::from(entry.selected);
+            let at = entry
+                .as_slice()
+                .iter()
+                .position(|p| p.peer() == peer && p.path_id() == id);
+            match at {
+                None => return d,
+                // A path outside the set whose absence changes nothing.
+                Some(i)
+                    if i >= sel
+                        && entry.as_slice().get(i).is_some_and(|p| {
+                            matches!(core.against(entry, p), Against::Loses | Against::Ties)
+                        }) =>
+                {
+                    d.removed =
+                        count(entry.remove_where(|p| p.peer() == peer && p.path_id() == id));
+                    return d;
+                }
+                Some(_) => Op::Remove(peer, id),
+            }
+        }
+        op => op,
+    };
     let before = Selection::of(Some(entry));
     match op {
         Op::Upsert(path) => {
@@ -359,11 +504,6 @@ fn change_entry<K: Fam>(
         // re-announcement: nobody downstream needs to know.
         return d;
     }
-    d.changed = true;
-    if core.cfg.track_fib && !entry.fib_dirty {
-        entry.fib_dirty = true;
-        fib_dirty.push(key);
-    }
     let best_changed = match (before.best(), entry.best()) {
         (None, None) => false,
         (Some((peer, id, ptr)), Some(p)) => {
@@ -371,10 +511,28 @@ fn change_entry<K: Fam>(
         }
         _ => true,
     };
+    propagate(core, fib_dirty, key, entry, best_changed, &mut d);
+    d
+}
+
+/// The selection of `entry` changed: queue the FIB change and, when the
+/// best path itself changed, the Adj-RIB-Outs.
+fn propagate<K: Fam>(
+    core: &mut Core,
+    fib_dirty: &mut Vec<K>,
+    key: K,
+    entry: &mut Entry,
+    best_changed: bool,
+    d: &mut Delta,
+) {
+    d.changed = true;
+    if core.cfg.track_fib && !entry.fib_dirty {
+        entry.fib_dirty = true;
+        fib_dirty.push(key);
+    }
     if best_changed {
         export_prefix(core, key, entry);
     }
-    d
 }
 
 fn count(n: usize) -> u32 {
@@ -979,4 +1137,133 @@ fn check_max_prefix(id: PeerId, p: &mut Peer, family: Option<Family>) -> Option<
         count: p.routes,
         action: mp.action,
     })
+}
+
+#[cfg(test)]
+// A panic is how a test reports failure.
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+    use crate::rib::decision::RANKED;
+    use crate::wire::{AsPath, Asn, Origin};
+    use proptest::prelude::*;
+
+    fn prefix() -> Prefix {
+        Prefix::v4(Ipv4Addr::new(10, 7, 0, 0), 16).unwrap()
+    }
+
+    fn session(n: u8) -> Session {
+        Session {
+            router_id: Ipv4Addr::new(10, 0, 0, n),
+            local_v4: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            local_v6: None,
+        }
+    }
+
+    /// A RIB with `n` established peers, eBGP (AS 65001) or iBGP.
+    fn rib(n: usize, max_paths: usize, ebgp: bool) -> (Rib, Vec<PeerId>) {
+        let mut cfg = RibConfig::new(Asn(65000), Ipv4Addr::new(10, 0, 0, 1));
+        cfg.max_paths = max_paths;
+        let mut rib = Rib::new(cfg);
+        let asn = if ebgp { Asn(65001) } else { Asn(65000) };
+        let peers = (0..n)
+            .map(|i| {
+                let k = u8::try_from(i + 2).unwrap();
+                let id = rib.add_peer(PeerConfig::new(
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, k)),
+                    asn,
+                ));
+                rib.peer_up(id, session(k)).unwrap();
+                id
+            })
+            .collect();
+        (rib, peers)
+    }
+
+    fn attrs(nas: u32, med: Option<u32>, lp: u32, incomplete: bool, hop: u8) -> PathAttrs {
+        PathAttrs {
+            as_path: AsPath::from_sequence([Asn(nas)]),
+            med,
+            local_pref: Some(lp),
+            origin: if incomplete {
+                Origin::Incomplete
+            } else {
+                Origin::Igp
+            },
+            next_hop: Some(NextHop::V4(Ipv4Addr::new(192, 0, 2, hop))),
+            ..PathAttrs::default()
+        }
+    }
+
+    /// The ECMP set a full decision over every stored path gives.
+    fn full(rib: &Rib) -> Vec<PeerId> {
+        let paths = rib.with_entry(prefix(), |e| e.as_slice().to_vec());
+        let paths = paths.unwrap_or_default();
+        let cands: Vec<Candidate<'_>> = paths.iter().map(|p| rib.core.candidate(p)).collect();
+        let d = decide(&cands, &rib.core.decision_cfg());
+        d.order[..d.ecmp].iter().map(|&i| cands[i].peer).collect()
+    }
+
+    #[test]
+    fn hundred_equal_paths_cost_a_bounded_number_of_rankings() {
+        // The fan-out bench's case: 100 eBGP peers from one neighbour AS
+        // send the same prefix; the best stays the first (lowest router
+        // id). Each arrival ranks the new path and the best: 2 per path.
+        for max_paths in [1, 4] {
+            let (mut rib, peers) = rib(100, max_paths, true);
+            RANKED.with(|n| n.set(0));
+            for (i, &p) in peers.iter().enumerate() {
+                let a = attrs(65001, None, 100, false, u8::try_from(i + 2).unwrap());
+                rib.announce(p, a, [NlriEntry::new(prefix())]).unwrap();
+            }
+            let ranked = RANKED.with(std::cell::Cell::get);
+            // 2 per arrival plus the ECMP place (at most max_paths).
+            assert!(
+                ranked <= 100 * (2 + max_paths as u64 * 2),
+                "max_paths {max_paths}: {ranked} rankings"
+            );
+            assert_eq!(rib.ecmp(prefix()).len(), max_paths);
+            assert_eq!(rib.best(prefix()).unwrap().peer, peers[0]);
+            assert_eq!(
+                rib.ecmp(prefix())
+                    .iter()
+                    .map(|r| r.peer)
+                    .collect::<Vec<_>>(),
+                full(&rib)
+            );
+        }
+    }
+
+    proptest! {
+        /// Announcements, replacements and withdrawals in any order: the
+        /// incremental decision always agrees with a full run over the
+        /// stored paths.
+        #[test]
+        fn incremental_decision_matches_a_full_run(
+            ops in prop::collection::vec(
+                (0usize..6, prop::option::of((1u32..3, prop::option::of(0u32..3), prop_oneof![Just(100u32), Just(200)], any::<bool>()))),
+                1..40,
+            ),
+            max_paths in 1usize..4,
+            ebgp in any::<bool>(),
+            always in any::<bool>(),
+        ) {
+            let (mut rib, peers) = rib(6, max_paths, ebgp);
+            rib.core.cfg.always_compare_med = always;
+            for (i, op) in ops {
+                let nlri = [NlriEntry::new(prefix())];
+                match op {
+                    Some((nas, med, lp, inc)) => {
+                        let a = attrs(nas, med, lp, inc, u8::try_from(i + 2).unwrap());
+                        rib.announce(peers[i], a, nlri).unwrap();
+                    }
+                    None => {
+                        rib.withdraw(peers[i], nlri).unwrap();
+                    }
+                }
+                let got: Vec<PeerId> = rib.ecmp(prefix()).iter().map(|r| r.peer).collect();
+                prop_assert_eq!(got, full(&rib));
+            }
+        }
+    }
 }
