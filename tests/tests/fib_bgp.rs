@@ -409,3 +409,104 @@ fn ebgp_routes_from_a_bird_tor_are_installed() -> Result<()> {
     );
     Ok(())
 }
+
+/// A reflected route whose next hop the node cannot reach: the kernel
+/// refuses it, the speaker reports it (log with the kernel's reason,
+/// `routes.failed`) and retries; once a route to the next hop exists, the
+/// retry installs it.
+///
+/// ```text
+///  ns TAG-n2 (fib on)                ns TAG-n1 (route reflector)              ns TAG-n3
+///  192.0.2.12 ─────────veth───────── 192.0.2.11   198.51.100.11 ─────veth──── 198.51.100.13
+///  learns 10.244.3.0/24 via          clusterId 192.0.2.11                     originate 10.244.3.0/24
+///   198.51.100.13: unreachable
+/// ```
+#[test]
+fn unreachable_next_hop_is_reported_and_retried() -> Result<()> {
+    if !tortie_bgp::require("fib_bgp::unreachable_next_hop_is_reported_and_retried") {
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let n1 = Netns::new("fun1")?;
+    let n2 = Netns::new("fun2")?;
+    let n3 = Netns::new("fun3")?;
+    veth(&n1, "to2", "192.0.2.11/24", &n2, "to1", "192.0.2.12/24")?;
+    veth(
+        &n1,
+        "to3",
+        "198.51.100.11/24",
+        &n3,
+        "to1",
+        "198.51.100.13/24",
+    )?;
+    let client = |ip: &str| {
+        format!(
+            "  - peerIP: {ip}\n    asNumber: 64512\n    families: [IPv4]\n    routeReflectorClient: true\n"
+        )
+    };
+    let rr = format!(
+        "clusterId: 192.0.2.11\n{}",
+        tortie_bgp::config(
+            64512,
+            "192.0.2.11",
+            "",
+            &format!("{}{}", client("192.0.2.12"), client("198.51.100.13"))
+        )
+    );
+    let _s1 = Tortie::start(&n1, &rr)?;
+    let s2 = Tortie::start(&n2, &node_config("192.0.2.12", "192.0.2.11", &[]))?;
+    let _s3 = Tortie::start(
+        &n3,
+        &node_config("198.51.100.13", "198.51.100.11", &["10.244.3.0/24"]),
+    )?;
+    let st = wait_for(
+        "routes.failed == 1 on node 2",
+        Duration::from_secs(30),
+        || {
+            s2.status_summary()
+                .ok()
+                .filter(|st| st.raw["routes"]["failed"].as_u64() == Some(1))
+        },
+    )
+    .with_context(|| s2.log())?;
+    eprintln!(
+        "node 2 status routes: {} ({:?})",
+        st.raw["routes"],
+        t0.elapsed()
+    );
+    let log = s2.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refused") && l.contains("10.244.3.0/24"))
+        .with_context(|| format!("no refusal logged:\n{log}"))?;
+    assert!(line.contains("unreachable"), "{line}");
+    eprintln!("logged: {line}");
+    assert_eq!(kernel_route(&n2, "10.244.3.0/24")?, "");
+
+    // A route to the next hop appears: a retry installs the route.
+    // (The kernel does not resolve a gateway through another gateway, so
+    // the route that makes it reachable is a link route.)
+    n2.run("ip", &["route", "add", "198.51.100.0/24", "dev", "to1"])?;
+    let t = Instant::now();
+    wait_kernel(
+        &n2,
+        "10.244.3.0/24",
+        "via 198.51.100.13",
+        Duration::from_secs(40),
+    )?;
+    wait_for(
+        "routes.failed == 0 on node 2",
+        Duration::from_secs(5),
+        || {
+            s2.status_summary()
+                .ok()
+                .filter(|st| st.raw["routes"]["failed"].as_u64() == Some(0))
+        },
+    )?;
+    eprintln!(
+        "installed {:?} after the next hop became reachable; total {:?}",
+        t.elapsed(),
+        t0.elapsed()
+    );
+    Ok(())
+}
