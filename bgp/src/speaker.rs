@@ -45,7 +45,7 @@
 //! rejected route announced twice counts twice: an approximation, not a
 //! table).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -423,7 +423,6 @@ pub struct Speaker {
     next_conn: u64,
     out: VecDeque<Output>,
     fib: Vec<FibChange>,
-    prefixes: HashSet<Prefix>,
     defer_until: Option<Instant>,
     jitter: JitterFactory,
     stopping: bool,
@@ -443,9 +442,9 @@ fn rib_config(cfg: &SpeakerConfig) -> RibConfig {
     let mut r = RibConfig::new(cfg.asn, cfg.router_id);
     r.cluster_id = cfg.cluster_id;
     r.max_paths = cfg.max_paths.max(1);
-    // The speaker always drains the FIB stream (it keeps the prefix index
-    // for `--routes` from it).
-    r.track_fib = true;
+    // No FIB queue unless someone drains it: `--routes` reads the RIB's
+    // own table, so a route reflector or a bench pays nothing per change.
+    r.track_fib = cfg.track_fib;
     r
 }
 
@@ -464,7 +463,6 @@ impl Speaker {
             next_conn: 1,
             out: VecDeque::new(),
             fib: Vec::new(),
-            prefixes: HashSet::new(),
             jitter,
             stopping: false,
         };
@@ -500,9 +498,12 @@ impl Speaker {
                 self.remove_peer(now, a, "configuration changed (speaker identity)");
             }
             self.rib = Rib::new(rib_config(&cfg));
-            self.prefixes.clear();
             self.fib.clear();
             self.cfg.originate.clear();
+        }
+        if cfg.track_fib != self.cfg.track_fib {
+            self.rib.set_track_fib(cfg.track_fib);
+            self.fib.clear();
         }
         let originate = cfg.originate.clone();
         self.cfg = SpeakerConfig {
@@ -919,7 +920,7 @@ impl Speaker {
             .values()
             .map(|p| (p.rib_id, p.settings.address))
             .collect();
-        let mut prefixes: Vec<Prefix> = self.prefixes.iter().copied().collect();
+        let mut prefixes: Vec<Prefix> = self.rib.prefixes();
         prefixes.sort_unstable();
         prefixes
             .into_iter()
@@ -1241,14 +1242,12 @@ impl Speaker {
     /// After every input: FIB stream, restart deferral, UPDATEs and
     /// End-of-RIB.
     fn flush(&mut self, _now: Instant) {
-        for c in self.rib.take_fib_changes() {
-            if c.is_gone() {
-                self.prefixes.remove(&c.prefix);
+        if self.cfg.track_fib {
+            let changes = self.rib.take_fib_changes();
+            if self.fib.is_empty() {
+                self.fib = changes;
             } else {
-                self.prefixes.insert(c.prefix);
-            }
-            if self.cfg.track_fib {
-                self.fib.push(c);
+                self.fib.extend(changes);
             }
         }
         if self.defer_until.is_some() && self.restart_wait_over() {

@@ -919,6 +919,45 @@ impl Rib {
         out
     }
 
+    /// Turns the FIB change queue on or off (see
+    /// [`RibConfig::track_fib`]). Turning it on queues every prefix with
+    /// a path, so whoever starts draining gets the whole table; turning it
+    /// off drops what is queued.
+    pub fn set_track_fib(&mut self, on: bool) {
+        if self.core.cfg.track_fib == on {
+            return;
+        }
+        self.core.cfg.track_fib = on;
+        fn requeue<K: Copy>(f: &mut FamilyRib<K>, on: bool) {
+            f.fib_dirty.clear();
+            f.table.retain(|_, e| !e.is_empty());
+            for (k, e) in f.table.iter_mut() {
+                e.fib_dirty = on;
+                if on {
+                    f.fib_dirty.push(*k);
+                }
+            }
+        }
+        requeue(&mut self.v4, on);
+        requeue(&mut self.v6, on);
+    }
+
+    /// Every prefix with at least one stored path, in no particular order.
+    pub fn prefixes(&self) -> Vec<Prefix> {
+        fn keys<K: TableKey>(f: &FamilyRib<K>, out: &mut Vec<Prefix>) {
+            out.extend(
+                f.table
+                    .iter()
+                    .filter(|(_, e)| !e.is_empty())
+                    .map(|(k, _)| k.prefix()),
+            );
+        }
+        let mut out = Vec::with_capacity(self.v4.table.len() + self.v6.table.len());
+        keys(&self.v4, &mut out);
+        keys(&self.v6, &mut out);
+        out
+    }
+
     /// Number of prefixes waiting in the FIB queue.
     pub fn pending_fib_changes(&self) -> usize {
         self.v4.fib_dirty.len() + self.v6.fib_dirty.len()
