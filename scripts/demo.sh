@@ -10,6 +10,9 @@
 #
 # Each node announces its pod CIDR; the ToR learns both over eBGP, the nodes
 # learn each other's over iBGP and the ToR's own 203.0.113.0/24 over eBGP.
+# tortie installs what it learns in its node's kernel (protocol 52), and a
+# pod namespace behind each node (10.244.N.10, wired like the CNI wires a
+# pod) pings the other node's pod across those routes.
 #
 #   ./scripts/demo.sh          bring it up (idempotent: tears down a previous run first) and show it
 #   ./scripts/demo.sh status   show the sessions and routes again
@@ -20,7 +23,8 @@ cd "$(dirname "$0")/.."
 RUN=/run/tortie-demo
 NS_TOR=tdemo-tor
 NODES=(n1 n2)
-TORTIE=./target/debug/tortie
+# TORTIE_BIN=PATH uses an already built tortie (the test suite does).
+TORTIE=${TORTIE_BIN:-./target/debug/tortie}
 
 ns() { ip netns exec "$@"; }
 
@@ -37,7 +41,7 @@ down() {
             fi
         done
     fi
-    for n in $NS_TOR "${NODES[@]/#/tdemo-}"; do
+    for n in $NS_TOR "${NODES[@]/#/tdemo-}" "${NODES[@]/#/tdemo-pod-}"; do
         ip netns del "$n" 2>/dev/null || true
     done
     rm -rf "$RUN"
@@ -63,12 +67,36 @@ show() {
     for n in "${NODES[@]}"; do
         echo "== tortie on $n"
         ns tdemo-$n $TORTIE status --run-dir $RUN/$n | sed 's/^/   /'
+        echo "== kernel routes tortie installed on $n (ip route show proto 52)"
+        ns tdemo-$n ip route show proto 52 | sed 's/^/   /'
     done
+    echo "== pod on n1 (10.244.1.10) pings pod on n2 (10.244.2.10)"
+    ns tdemo-pod-n1 ping -c 3 -i 0.2 -W 1 10.244.2.10 | sed 's/^/   /'
+}
+
+# A pod namespace behind node $1 with address $2, wired as the CNI does:
+# /32 on eth0, default route via a link-local gateway on the host veth.
+add_pod() {
+    local n=$1 addr=$2
+    ip netns add tdemo-pod-$n
+    ns tdemo-pod-$n ip link set lo up
+    ns tdemo-pod-$n ip link add eth0 type veth peer name pod0
+    ns tdemo-pod-$n ip link set pod0 netns tdemo-$n
+    ns tdemo-$n ip addr add 169.254.1.1/32 dev pod0
+    ns tdemo-$n ip link set pod0 up
+    ns tdemo-$n ip route add $addr/32 dev pod0
+    ns tdemo-$n sysctl -qw net.ipv4.ip_forward=1
+    ns tdemo-pod-$n ip addr add $addr/32 dev eth0
+    ns tdemo-pod-$n ip link set eth0 up
+    ns tdemo-pod-$n ip route add 169.254.1.1 dev eth0 scope link
+    ns tdemo-pod-$n ip route add default via 169.254.1.1 dev eth0 onlink
 }
 
 up() {
     scripts/deps.sh
-    cargo build -p tortie --bin tortie
+    if [[ -z ${TORTIE_BIN:-} ]]; then
+        cargo build -p tortie --bin tortie
+    fi
     down
     mkdir -p $RUN
     echo "[1/5] namespaces and links"
@@ -87,6 +115,7 @@ up() {
         ns $NS_TOR ip link set tor-$n master br0 up
         ns tdemo-$n ip addr add 192.0.2.$i/24 dev eth0
         ns tdemo-$n ip link set eth0 up
+        add_pod $n 10.244.${n#n}.10
     done
     echo "[2/5] BIRD on the ToR (AS 65001)"
     sed "s#@RUN@#$RUN#g" examples/demo/bird-tor.conf > $RUN/bird.conf
@@ -107,6 +136,9 @@ up() {
     wait_until 30 "both pod CIDRs at the ToR" \
         bash -c "ip netns exec $NS_TOR birdc -s $RUN/bird.ctl show route 10.244.1.0/24 | grep -q 10.244.1.0 &&
                  ip netns exec $NS_TOR birdc -s $RUN/bird.ctl show route 10.244.2.0/24 | grep -q 10.244.2.0"
+    wait_until 30 "the pod routes in both nodes' kernels" \
+        bash -c "ip netns exec tdemo-n1 ip route show 10.244.2.0/24 proto 52 | grep -q via &&
+                 ip netns exec tdemo-n2 ip route show 10.244.1.0/24 proto 52 | grep -q via"
     show
     echo
     echo "The fabric stays up: './scripts/demo.sh status' shows it again, './scripts/demo.sh down' removes it."
