@@ -1,7 +1,7 @@
 //! [`Rib`]: the per-family tables, the peers, and how a change to one
 //! prefix propagates (decision, FIB queue, Adj-RIB-Outs).
 
-use std::collections::{hash_map, HashMap};
+use std::collections::hash_map;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use super::hash::KeyHashBuilder;
 use super::import::{receive, DropReason};
 use super::policy::{MaxPrefixExceeded, Verdict};
 use super::prefix::{family_of, Key, TableKey, V4Key, V6Key};
+use super::shard::ShardedMap;
 use super::table::{Entry, Path, Selection};
 use super::update_builder::{build, OutUpdate};
 use super::{PeerConfig, PeerId, RibConfig, Session};
@@ -110,14 +111,14 @@ struct Core {
 
 #[derive(Debug)]
 struct FamilyRib<K> {
-    table: HashMap<K, Entry, KeyHashBuilder>,
+    table: ShardedMap<K, Entry>,
     fib_dirty: Vec<K>,
 }
 
-impl<K> FamilyRib<K> {
+impl<K: std::hash::Hash + Eq> FamilyRib<K> {
     fn new(hasher: KeyHashBuilder) -> Self {
         FamilyRib {
-            table: HashMap::with_hasher(hasher),
+            table: ShardedMap::with_hasher(hasher),
             fib_dirty: Vec::new(),
         }
     }
@@ -928,7 +929,7 @@ impl Rib {
             return;
         }
         self.core.cfg.track_fib = on;
-        fn requeue<K: Copy>(f: &mut FamilyRib<K>, on: bool) {
+        fn requeue<K: Copy + std::hash::Hash + Eq>(f: &mut FamilyRib<K>, on: bool) {
             f.fib_dirty.clear();
             f.table.retain(|_, e| !e.is_empty());
             for (k, e) in f.table.iter_mut() {

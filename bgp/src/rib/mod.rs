@@ -14,6 +14,7 @@
 //!   policy.rs         Filter (prefix exact / ge-le, community matches, community setting), MaxPrefix
 //!   decision.rs       RFC 4271 §9.1.2.2 + RFC 4456 §9 decision process and the ECMP set
 //!   hash.rs           seeded folded-multiply hasher for the prefix tables
+//!   shard.rs          the prefix tables split in 64 shards (no whole-table resize peak)
 //!   table.rs          per-prefix storage: candidate paths, selection first (the memory budget)
 //!   loc_rib.rs        Rib: the API below, per-family tables, change propagation
 //!   adj_out.rs        per-peer Adj-RIB-Out and the export rules (split horizon, RR, eBGP rewrites)
@@ -78,6 +79,7 @@ pub mod update_builder;
 mod adj_out;
 mod hash;
 mod loc_rib;
+mod shard;
 mod table;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
