@@ -39,7 +39,7 @@ use tortie_bgp::rib::{
 use tortie_bgp::runtime::{self, RuntimeConfig};
 use tortie_bgp::speaker::{Originate, PeerSettings, SpeakerConfig, Transport};
 use tortie_bgp::wire::{Asn, Community, Family, LargeCommunity, NextHop as WireNextHop, Prefix};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::fib::netlink::RouteSocket;
 use crate::fib::route::MAIN_TABLE;
@@ -533,20 +533,27 @@ async fn run_async(args: Args) -> Result<()> {
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let counters = Arc::new(FibCounters::default());
+    let mut fib_thread = None;
     let fib_tx = match loaded.fib {
         None => None,
         Some(settings) => {
             let (tx, rx) = std::sync::mpsc::channel();
             let synced = Arc::new(AtomicBool::new(false));
-            let (s, c) = (Arc::clone(&synced), Arc::clone(&counters));
-            std::thread::Builder::new()
+            let stop = Arc::new(AtomicBool::new(false));
+            let (s, st, c) = (
+                Arc::clone(&synced),
+                Arc::clone(&stop),
+                Arc::clone(&counters),
+            );
+            let join = std::thread::Builder::new()
                 .name("tortie-fib".into())
                 .spawn(move || {
-                    if let Err(e) = run_fib(settings, rx, &s, &c) {
+                    if let Err(e) = run_fib(settings, rx, &s, &st, &c) {
                         error!("FIB: {e:#}; routes are no longer programmed");
                     }
                 })
                 .context("starting the FIB thread")?;
+            fib_thread = Some((stop, join));
             Some((tx, synced))
         }
     };
@@ -618,6 +625,19 @@ async fn run_async(args: Args) -> Result<()> {
     let _ = std::fs::remove_file(&sock);
     match result {
         Ok(sig) => {
+            // Closing the sessions withdraws the peers' routes from the
+            // RIB; the kernel must keep them (the next start is a graceful
+            // restart for forwarding), so the FIB thread stops first.
+            if let Some((stop, join)) = fib_thread {
+                stop.store(true, Ordering::Release);
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while !join.is_finished() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if !join.is_finished() {
+                    warn!("FIB: the FIB thread did not stop within 2 s; routes may be withdrawn from the kernel");
+                }
+            }
             info!("{sig}: closing every session (Cease / Administrative Shutdown)");
             let _ = handle.shutdown("tortie is shutting down").await;
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -724,11 +744,13 @@ pub fn fib_route(c: &FibChange, blackhole_originated: bool) -> Option<KernelRout
 
 /// The FIB thread: owns the netlink socket, feeds best-route changes to
 /// the [`Reconciler`] and applies its plans in batches; dumps the kernel
-/// every `resync` to repair drift. Ends when the speaker drops its sender.
+/// every `resync` to repair drift. Ends when the speaker drops its sender
+/// or `stop` is raised (before it applies anything more).
 pub fn run_fib(
     settings: FibSettings,
     rx: std::sync::mpsc::Receiver<Vec<FibChange>>,
     synced: &AtomicBool,
+    stop: &AtomicBool,
     counters: &FibCounters,
 ) -> Result<()> {
     use std::sync::mpsc::RecvTimeoutError;
@@ -780,6 +802,11 @@ pub fn run_fib(
             }
             rec.mark_synced();
         }
+        // Shutting down: whatever the speaker withdraws now stays in the
+        // kernel.
+        if stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let now = Instant::now();
         if now >= next_resync {
             match sock.dump(RTPROT_TORTIE) {
@@ -801,6 +828,14 @@ pub fn run_fib(
                             );
                         }
                     }
+                    debug!(
+                        "FIB: applied {} ops: {:?}",
+                        outcomes.len(),
+                        outcomes
+                            .iter()
+                            .map(|o| format!("{} {}: {:?}", o.op.verb(), o.op.route(), o.result))
+                            .collect::<Vec<_>>()
+                    );
                     rec.record(outcomes, now);
                 }
                 Err(e) => {

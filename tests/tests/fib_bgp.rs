@@ -361,6 +361,23 @@ fn ebgp_routes_from_a_bird_tor_are_installed() -> Result<()> {
         "{}fib:\n  enabled: true\n  resyncSeconds: {RESYNC}\n",
         tortie_bgp::tortie_node(NODE_AS, TOR_AS, 6, "", "")?
     );
+    // A leftover of an earlier run (protocol 52) and someone else's route.
+    node.run(
+        "ip",
+        &[
+            "route",
+            "add",
+            "10.245.99.0/24",
+            "via",
+            "192.0.2.1",
+            "proto",
+            "52",
+        ],
+    )?;
+    node.run(
+        "ip",
+        &["route", "add", "10.245.98.0/24", "via", "192.0.2.1"],
+    )?;
     let s = Tortie::start(&node, &conf)?;
     let r4 = wait_kernel(
         &node,
@@ -389,7 +406,14 @@ fn ebgp_routes_from_a_bird_tor_are_installed() -> Result<()> {
         &["-6", "route", "show", "fd00:11::/64", "proto", "52"],
     )?;
     assert!(own6.contains("blackhole"), "own IPv6 prefix: {own6:?}");
-    // 10.245.1.0/24, 10.245.2.0/24, fd00:245:1::/64 and the two blackholes.
+    eprintln!(
+        "node: {} | {} ({:?} after start)",
+        r4.trim(),
+        r6.trim(),
+        t0.elapsed()
+    );
+    // 10.245.1.0/24, 10.245.2.0/24, fd00:245:1::/64 and the two blackholes
+    // (the leftover counts until the speaker has synced).
     let st = wait_for(
         "status routes.installed == 5",
         Duration::from_secs(10),
@@ -401,12 +425,31 @@ fn ebgp_routes_from_a_bird_tor_are_installed() -> Result<()> {
     )
     .with_context(|| format!("{:?}", s.status_summary().map(|st| st.raw)))?;
     assert_eq!(st.raw["routes"]["failed"].as_u64(), Some(0), "{}", st.raw);
+    // Not a graceful restart (no gracefulRestart in this config): once
+    // the session is up the leftover is removed; the static route stays.
+    let t = Instant::now();
+    wait_for(
+        "the leftover proto 52 route removed",
+        Duration::from_secs(15),
+        || {
+            kernel_route(&node, "10.245.99.0/24")
+                .ok()
+                .filter(String::is_empty)
+        },
+    )
+    .with_context(|| s.log())?;
     eprintln!(
-        "node: {} | {} ({:?} after start)",
-        r4.trim(),
-        r6.trim(),
-        t0.elapsed()
+        "leftover gone {:?} after the status count settled",
+        t.elapsed()
     );
+    let other = node.run("ip", &["route", "show", "10.245.98.0/24"])?;
+    assert!(other.contains("via 192.0.2.1"), "not tortie's: {other:?}");
+    // SIGTERM leaves the routes in place for the next start.
+    let mut s = s;
+    s.stop();
+    let left = node.run("ip", &["-4", "route", "show", "proto", "52"])?;
+    assert!(left.contains("10.245.1.0/24 via 192.0.2.1"), "{left}");
+    assert!(left.contains("blackhole 10.244.11.0/24"), "{left}");
     Ok(())
 }
 
