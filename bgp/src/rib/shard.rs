@@ -58,6 +58,10 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         self.shard_mut(&k).entry(k)
     }
 
+    pub(crate) fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.shard_mut(&k).insert(k, v)
+    }
+
     pub(crate) fn get(&self, k: &K) -> Option<&V> {
         self.shard(k).and_then(|s| s.get(k))
     }
@@ -91,6 +95,10 @@ impl<K, V> ShardedMap<K, V> {
         self.shards.iter_mut().flat_map(HashMap::iter_mut)
     }
 
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &K> {
+        self.shards.iter().flat_map(HashMap::keys)
+    }
+
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
         self.shards.iter().flat_map(HashMap::values)
     }
@@ -116,10 +124,13 @@ mod tests {
         assert_eq!(m.get(&(5 << 8)), Some(&5));
         *m.get_mut(&(5 << 8)).unwrap() = 1;
         assert_eq!(m.remove(&(5 << 8)), Some(1));
+        assert_eq!(m.insert(5 << 8, 1), None);
+        assert_eq!(m.remove(&(5 << 8)), Some(1));
         assert_eq!(m.get(&(5 << 8)), None);
         m.retain(|k, _| k % 512 == 0);
         assert_eq!(m.len(), 5_000);
         assert_eq!(m.iter().count(), m.values().count());
+        assert_eq!(m.keys().count(), m.len());
         for v in m.values_mut() {
             *v = 0;
         }
