@@ -40,6 +40,13 @@
 //! route at a million routes); the price is that peer-down and graceful
 //! restart walk the table.
 //!
+//! The decision is incremental where that is exact: a path arriving for
+//! a prefix that has a best path is compared with that best path only
+//! (`decision::against_best`), so N peers sending the same prefix cost
+//! O(N) comparisons, not O(N²); the full set elimination runs when a
+//! selected path is replaced or withdrawn, or when MED across neighbouring
+//! ASes makes the pairwise answer depend on the other paths.
+//!
 //! # How the speaker core drives it
 //!
 //! ```text
