@@ -123,8 +123,11 @@ up() {
     echo "[3/5] tortie speakers on the nodes (AS 64512)"
     for n in "${NODES[@]}"; do
         mkdir -p $RUN/$n
-        ns tdemo-$n setsid $TORTIE bgp --config examples/demo/tortie-$n.yaml \
-            --run-dir $RUN/$n --state-dir $RUN/$n >$RUN/$n/tortie.log 2>&1 &
+        # Not through the `ns` function: a backgrounded function is a
+        # subshell whose PID is not tortie's. `ip netns exec` execs tortie,
+        # so $! is tortie's own PID and `down` stops it by that PID.
+        ip netns exec tdemo-$n $TORTIE bgp --config examples/demo/tortie-$n.yaml \
+            --run-dir $RUN/$n --state-dir $RUN/$n </dev/null >$RUN/$n/tortie.log 2>&1 &
         echo $! > $RUN/tortie-$n.pid
     done
     echo "[4/5] waiting for the sessions"

@@ -88,10 +88,31 @@ fn readme_main_command_brings_up_shows_and_removes_the_fabric() -> Result<()> {
         assert!(status.contains("0% packet loss"), "{status}");
         Ok(())
     })();
+    // The processes the demo started (BIRD and both speakers), by the PIDs
+    // it recorded: `down` must stop every one.
+    let pids: Vec<u32> = std::fs::read_dir("/run/tortie-demo")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "pid"))
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter_map(|s| s.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     let down = demo("down", &bin);
     let left = demo_namespaces()?;
     result?;
     down?;
     assert!(left.is_empty(), "demo down left namespaces: {left:?}");
+    assert_eq!(pids.len(), 3, "BIRD and two speakers recorded: {pids:?}");
+    let running: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    assert!(
+        running.is_empty(),
+        "demo down left processes running: {running:?}"
+    );
     Ok(())
 }
