@@ -5,6 +5,7 @@
 //! - [`reconcile`]: the pure reconciler. It holds the desired routes, the
 //!   last known kernel state and per-route failures, and answers "what
 //!   should change" as a minimal list of [`Op`]s. No I/O.
+//! - [`speaker`]: the speaker's best-route changes as kernel routes (pure).
 //! - [`netlink`]: the edge. One dump of tortie's routes per family, and a
 //!   pipelined writer that sends many route requests per `sendmsg` and
 //!   collects the kernel's answers by sequence number.
@@ -21,6 +22,7 @@
 pub mod netlink;
 pub mod reconcile;
 pub mod route;
+pub mod speaker;
 
 pub use reconcile::{Op, OpOutcome, Reconciler};
 pub use route::{KernelRoute, NextHop, RouteKey, RouteTarget, RTPROT_TORTIE};
