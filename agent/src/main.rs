@@ -50,6 +50,8 @@ enum Command {
     Policy(PolicyCommand),
     /// A virtual cluster in network namespaces.
     Lab,
+    /// Print the CustomResourceDefinitions of BGPConfiguration, BGPPeer and IPPool (YAML).
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +208,10 @@ fn main() -> ExitCode {
             };
         }
         Command::Lab => "lab",
+        Command::Crds => {
+            print!("{}", tortie::crd::crds_yaml());
+            return ExitCode::SUCCESS;
+        }
     };
     eprintln!("Error: `tortie {name}` is not implemented yet in this build; see the open issues");
     ExitCode::FAILURE
