@@ -4,6 +4,7 @@
 
 pub mod bgp_cmd;
 pub mod fib;
+pub mod lab;
 pub mod manifests;
 pub mod resources;
 pub mod status;
