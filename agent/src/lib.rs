@@ -6,6 +6,7 @@ pub mod bgp_cmd;
 pub mod crd;
 pub mod datastore;
 pub mod fib;
+pub mod lab;
 pub mod manifests;
 pub mod model;
 pub mod resources;
