@@ -3,7 +3,9 @@
 //! are thin front ends over this library.
 
 pub mod bgp_cmd;
+pub mod cni;
 pub mod fib;
+pub mod ipam;
 pub mod manifests;
 pub mod resources;
 pub mod status;
