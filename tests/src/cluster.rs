@@ -34,6 +34,20 @@ pub fn binaries() -> Result<Binaries> {
         Some(p) => PathBuf::from(p),
         None => tortie.with_file_name("tortie-cni"),
     };
+    if !cni.is_file() && std::env::var_os("TORTIE_CNI_BIN").is_none() {
+        // `cargo test` builds the `tortie` binary only when a test asks
+        // for it (tortie_binary); the plugin likewise.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        eprintln!(
+            "{} missing; running cargo build -p tortie --bin tortie-cni",
+            cni.display()
+        );
+        crate::run_with_timeout(
+            Command::new(cargo).args(["build", "-p", "tortie", "--bin", "tortie-cni"]),
+            Duration::from_secs(900),
+        )
+        .context("building tortie-cni")?;
+    }
     if !cni.is_file() {
         bail!(
             "no tortie-cni at {} (cargo build -p tortie --bins, or set TORTIE_CNI_BIN)",
@@ -75,6 +89,11 @@ impl TestLab {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// `e` followed by the lab's state (agent logs, sessions, routes).
+    pub fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        anyhow::anyhow!("{e:#}\n--- the lab at that moment:\n{}", self.describe())
     }
 
     /// Agent log tails and ToR sessions, for failure messages.
@@ -192,8 +211,7 @@ pub fn wait_lab(
     secs: u64,
     mut cond: impl FnMut() -> bool,
 ) -> Result<()> {
-    wait_for(what, Duration::from_secs(secs), || cond().then_some(()))
-        .with_context(|| lab.describe())
+    wait_for(what, Duration::from_secs(secs), || cond().then_some(())).map_err(|e| lab.explain(e))
 }
 
 #[cfg(test)]

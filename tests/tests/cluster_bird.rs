@@ -70,7 +70,7 @@ fn three_node_cluster_behind_bird_tors() -> Result<()> {
     lab.write_manifest(manifests::POLICY_FILE, manifests::EXAMPLE_POLICIES)?;
     let want = expected_with_example_policy(&lab.plan().pods);
     lab.wait_matrix(&want, Duration::from_secs(30))
-        .with_context(|| lab.describe())?;
+        .map_err(|e| lab.explain(e))?;
 
     eprintln!("== broken manifest");
     lab.write_manifest(
@@ -103,7 +103,7 @@ fn three_node_cluster_behind_bird_tors() -> Result<()> {
     eprintln!("== policy removed");
     lab.remove_manifest(manifests::POLICY_FILE)?;
     lab.wait_matrix(&open, Duration::from_secs(30))
-        .with_context(|| lab.describe())?;
+        .map_err(|e| lab.explain(e))?;
     wait_lab(&lab, "the error to clear on n1", 20, || {
         lab.agent_status("n1")
             .is_ok_and(|s| s.datastore.errors.is_empty())
