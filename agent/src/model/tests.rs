@@ -477,6 +477,20 @@ fn bgp_address_annotation_and_ipv6_only_nodes() {
 }
 
 #[test]
+fn errors_from_the_kubernetes_datastore_do_not_repeat_kind_and_name() {
+    let mut e = ObjectError::new("BGPPeer", "tor", "spec.peerIP", "bad");
+    e.source = Some(Box::new(Source {
+        file: "kubernetes:BGPPeer/tor".into(),
+        document: 1,
+    }));
+    e.kept_previous = true;
+    assert_eq!(
+        e.to_string(),
+        "BGPPeer tor: spec.peerIP: bad (the previous version stays in force)"
+    );
+}
+
+#[test]
 fn dual_stack_nodes_mesh_once_per_family() {
     let ds = |name: &str, v4: &str, v6: &str, cidrs: &[&str]| {
         format!(

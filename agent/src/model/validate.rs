@@ -72,7 +72,13 @@ impl fmt::Display for ObjectError {
             write!(f, ": {}: {}", self.field, self.problem)?;
         }
         let mut notes = Vec::new();
-        if let Some(s) = &self.source {
+        // The Kubernetes datastore names its objects `kubernetes:KIND/NAME`,
+        // which says nothing the kind and name above do not.
+        if let Some(s) = self
+            .source
+            .as_ref()
+            .filter(|s| !s.file.to_string_lossy().starts_with("kubernetes:"))
+        {
             notes.push(s.to_string());
         }
         if self.kept_previous {
