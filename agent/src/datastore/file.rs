@@ -674,6 +674,25 @@ mod tests {
         eprintln!("one file changed among 2000: {:?}", t.elapsed());
     }
 
+    #[tokio::test]
+    async fn a_directory_removed_and_recreated_is_watched_again() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("m");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("a.yaml"), NS_A).expect("write");
+        let mut rx = spawn_file(dir.clone()).expect("spawn");
+        std::fs::remove_dir_all(&dir).expect("rm");
+        let s = wait_for(&mut rx, |s| !s.connected).await;
+        assert_eq!(names(&s), ["a"], "the last objects stay");
+        assert!(s.disconnected_since.is_some());
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("b.yaml"), NS_B).expect("write");
+        wait_for(&mut rx, |s| s.connected && names(s) == ["b"]).await;
+        // Watched again: a change shows up without waiting for a rescan.
+        std::fs::write(dir.join("a.yaml"), NS_A).expect("write");
+        wait_for(&mut rx, |s| names(s) == ["a", "b"]).await;
+    }
+
     #[test]
     fn a_missing_directory_fails_at_start() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -713,3 +713,16 @@ fn model_cost_for_500_nodes_and_5000_pods() {
         s.local.len()
     );
 }
+
+#[test]
+#[ignore = "manual check of a directory: TORTIE_CHECK_DIR=... TORTIE_CHECK_NODE=..."]
+fn check_dir_from_env() {
+    let dir = std::env::var("TORTIE_CHECK_DIR").expect("TORTIE_CHECK_DIR");
+    let m = crate::manifests::load_dir(Path::new(&dir)).expect("load");
+    eprintln!("manifest errors: {:#?}", m.errors);
+    let model = Model::build(&m, None);
+    eprintln!("model errors: {:#?}", model.errors);
+    if let Ok(node) = std::env::var("TORTIE_CHECK_NODE") {
+        eprintln!("{:#?}", model.node_routing(&node));
+    }
+}
