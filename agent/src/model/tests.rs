@@ -696,6 +696,13 @@ fn model_cost_for_500_nodes_and_5000_pods() {
     text.push_str(&pool("v4", "10.244.0.0/16", ""));
     let m = manifests(&text);
     let t = std::time::Instant::now();
+    let copy = m.clone();
+    eprintln!(
+        "Manifests::clone: {:?} ({} objects)",
+        t.elapsed(),
+        copy.len()
+    );
+    let t = std::time::Instant::now();
     let first = Model::build(&m, None);
     eprintln!("Model::build (500 nodes, 5000 pods): {:?}", t.elapsed());
     let t = std::time::Instant::now();
