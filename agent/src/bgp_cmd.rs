@@ -111,7 +111,7 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(run_async(args))
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal: logs redirected to a file stay greppable.

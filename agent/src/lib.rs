@@ -3,8 +3,10 @@
 //! are thin front ends over this library.
 
 pub mod bgp_cmd;
+pub mod daemon;
 pub mod fib;
 pub mod manifests;
 pub mod resources;
+pub mod routing;
 pub mod status;
 pub mod status_client;
