@@ -5,6 +5,7 @@
 pub mod bgp_cmd;
 pub mod daemon;
 pub mod fib;
+pub mod lab;
 pub mod manifests;
 pub mod resources;
 pub mod routing;

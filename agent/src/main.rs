@@ -49,7 +49,8 @@ enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// A virtual cluster in network namespaces.
-    Lab,
+    #[command(subcommand)]
+    Lab(tortie::lab::LabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,7 +206,15 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Lab => "lab",
+        Command::Lab(cmd) => {
+            return match tortie::lab::run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     eprintln!("Error: `tortie {name}` is not implemented yet in this build; see the open issues");
     ExitCode::FAILURE
