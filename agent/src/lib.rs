@@ -3,10 +3,13 @@
 //! are thin front ends over this library.
 
 pub mod bgp_cmd;
+pub mod crd;
 pub mod daemon;
+pub mod datastore;
 pub mod fib;
 pub mod lab;
 pub mod manifests;
+pub mod model;
 pub mod resources;
 pub mod routing;
 pub mod status;

@@ -51,6 +51,8 @@ enum Command {
     /// A virtual cluster in network namespaces.
     #[command(subcommand)]
     Lab(tortie::lab::LabCommand),
+    /// Print the CustomResourceDefinitions of BGPConfiguration, BGPPeer and IPPool (YAML).
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,6 +216,10 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             };
+        }
+        Command::Crds => {
+            print!("{}", tortie::crd::crds_yaml());
+            return ExitCode::SUCCESS;
         }
     };
     eprintln!("Error: `tortie {name}` is not implemented yet in this build; see the open issues");
