@@ -3,10 +3,12 @@
 //! are thin front ends over this library.
 
 pub mod bgp_cmd;
+pub mod cni;
 pub mod crd;
 pub mod daemon;
 pub mod datastore;
 pub mod fib;
+pub mod ipam;
 pub mod lab;
 pub mod manifests;
 pub mod model;
