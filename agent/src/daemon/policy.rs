@@ -11,6 +11,7 @@
 //! guarantees it) and is reported in the status; the next round sends
 //! the full state again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -78,7 +79,7 @@ pub struct Outcome {
 
 /// Builds the compiler's input; `None` while there is nothing to apply
 /// yet (no model).
-pub type SnapshotFn = Box<dyn Fn() -> Option<Snapshot> + Send + Sync>;
+pub type SnapshotFn = Arc<dyn Fn() -> Option<Snapshot> + Send + Sync>;
 
 /// Runs rounds until every client is gone. `report` gets each round's
 /// outcome and duration.
@@ -111,19 +112,18 @@ pub async fn run(
         }
         let reasons: Vec<&str> = batch.iter().map(|r| r.reason.as_str()).collect();
         debug!(?reasons, "policy round");
-        let Some(snap) = snapshot() else {
-            for r in batch {
-                if let Some(ack) = r.ack {
-                    let _ = ack.send(Err("no model yet: the datastore has not loaded".into()));
-                }
-            }
-            continue;
-        };
         let Some(mut a) = applier.take() else {
             return;
         };
         let started = Instant::now();
+        let snap_fn = Arc::clone(&snapshot);
+        // Building the snapshot lists interfaces (`ip link`), and applying
+        // runs ipset/iptables: both block, so neither runs on a runtime
+        // worker.
         let joined = tokio::task::spawn_blocking(move || {
+            let Some(snap) = snap_fn() else {
+                return (a, None);
+            };
             let compiled = compile(&snap);
             let stats = compiled.stats();
             let mut outcome = Outcome {
@@ -142,19 +142,31 @@ pub async fn run(
                 }
                 Err(e) => outcome.errors.push(format!("{e}")),
             }
-            (a, outcome, result.map(|_| ()).map_err(|e| e.to_string()))
+            let result = result.map(|_| ()).map_err(|e| e.to_string());
+            (a, Some((outcome, result)))
         })
         .await;
-        let Ok((a, outcome, result)) = joined else {
-            warn!("policy: the apply thread panicked; the policy worker stops");
-            for r in batch {
-                if let Some(ack) = r.ack {
-                    let _ = ack.send(Err("the policy worker failed".into()));
+        let (a, done) = match joined {
+            Ok(v) => v,
+            Err(_) => {
+                warn!("policy: the apply thread panicked; the policy worker stops");
+                for r in batch {
+                    if let Some(ack) = r.ack {
+                        let _ = ack.send(Err("the policy worker failed".into()));
+                    }
                 }
+                return;
             }
-            return;
         };
         applier = Some(a);
+        let Some((outcome, result)) = done else {
+            for r in batch {
+                if let Some(ack) = r.ack {
+                    let _ = ack.send(Err("no model yet: the datastore has not loaded".into()));
+                }
+            }
+            continue;
+        };
         let took = started.elapsed();
         if last_outcome.as_ref() != Some(&outcome) {
             match &result {
@@ -231,7 +243,7 @@ mod tests {
         let task = tokio::spawn(run(
             rx,
             applier(fake.clone()),
-            Box::new(|| Some(Snapshot::default())),
+            Arc::new(|| Some(Snapshot::default())),
             move |out, _| o.lock().expect("lock").push(out.clone()),
         ));
         client.apply_now("test").await.expect("applied");
@@ -250,7 +262,7 @@ mod tests {
         tokio::spawn(run(
             rx,
             applier(failing),
-            Box::new(|| Some(Snapshot::default())),
+            Arc::new(|| Some(Snapshot::default())),
             move |out, _| o.lock().expect("lock").push(out.clone()),
         ));
         let e = client.apply_now("test").await.expect_err("fails");
@@ -269,7 +281,7 @@ mod tests {
         tokio::spawn(run(
             rx,
             applier(Fake::default()),
-            Box::new(|| None),
+            Arc::new(|| None),
             |_, _| {},
         ));
         let e = client.apply_now("cni").await.expect_err("no model");

@@ -177,6 +177,7 @@ mod tests {
             last_error: String::new(),
             established_count: 1,
             stale: false,
+            end_of_rib: true,
         };
         let report = StatusReport {
             speaker: SpeakerConfig::new(Asn(64512), "192.0.2.11".parse().expect("ip")),

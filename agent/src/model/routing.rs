@@ -207,6 +207,7 @@ impl Model {
                 enabled: true,
                 resync_seconds: None,
                 blackhole_originated: Some(true),
+                ..FibSpec::default()
             }),
         };
         // Each peer passed the speaker's checks alone; together they must
