@@ -26,8 +26,9 @@ use crate::resources::{
 };
 
 /// Namespace of a `secretKeyRef` that names none: where tortie is
-/// deployed.
-pub const SECRET_DEFAULT_NAMESPACE: &str = "kube-system";
+/// deployed (deploy/), the one namespace whose Secrets the Kubernetes
+/// datastore watches.
+pub const SECRET_DEFAULT_NAMESPACE: &str = "tortie-system";
 
 /// Graceful restart time offered on mesh sessions: long enough for an
 /// agent restart (the routes stay in the kernel meanwhile).
@@ -46,8 +47,21 @@ pub struct NodeRouting {
     pub bgp_address: IpNet,
     /// Enabled pools, sorted by name.
     pub pools: Vec<PoolRouting>,
+    /// Every other node with a BGP address, by name: the tunnel endpoints
+    /// (VXLAN FDB entries, CrossSubnet decisions) and which node owns
+    /// which pod CIDR, whether or not BGP has learned it yet.
+    pub remote_nodes: BTreeMap<String, RemoteNode>,
     /// Peers left out and pod CIDRs not announced, with the reason.
     pub errors: Vec<String>,
+}
+
+/// Another node, as tunnels and routes to its pods need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteNode {
+    /// Its underlay address, `ADDR/LEN`.
+    pub bgp_address: IpNet,
+    /// Its pod CIDRs.
+    pub pod_cidrs: Vec<IpNet>,
 }
 
 /// An enabled IP pool, as the FIB and NAT use it.
@@ -217,14 +231,47 @@ impl Model {
                 "Node {node}: the routing config is not usable: {e}"
             ));
         }
+        let remote_nodes = self
+            .nodes
+            .values()
+            .filter(|n| n.name != node)
+            .filter_map(|n| {
+                let bgp_address = n.bgp_address?;
+                Some((
+                    n.name.clone(),
+                    RemoteNode {
+                        bgp_address,
+                        pod_cidrs: n.pod_cidrs.clone(),
+                    },
+                ))
+            })
+            .collect();
         Ok(NodeRouting {
             speaker,
             peer_sources,
             pod_cidrs: me.pod_cidrs.clone(),
             bgp_address,
             pools,
+            remote_nodes,
             errors,
         })
+    }
+
+    /// The Secrets (namespace, name) that good BGPPeers read passwords
+    /// from: what a datastore must make available.
+    pub fn secret_refs(&self) -> std::collections::BTreeSet<(String, String)> {
+        self.bgp_peers
+            .values()
+            .filter_map(|p| p.spec.password.as_ref()?.secret_key_ref.as_ref())
+            .map(|r| {
+                (
+                    r.namespace
+                        .clone()
+                        .unwrap_or_else(|| SECRET_DEFAULT_NAMESPACE.to_string()),
+                    r.name.clone(),
+                )
+            })
+            .collect()
     }
 
     /// A BGPPeer's password: inline, or from its Secret (`data` as the API
