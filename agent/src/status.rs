@@ -21,6 +21,10 @@ pub struct Status {
     pub routes: RouteStatus,
     pub policy: PolicyStatus,
     pub datastore: DatastoreStatus,
+    /// The agent only: ready (first sync of routes and policy done,
+    /// datastore connected); absent for the standalone speaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 /// One BGP peer, like a line of `birdc show protocols all`.
@@ -56,6 +60,10 @@ pub struct RouteStatus {
     /// Routes the kernel refused at the last attempt.
     #[serde(default)]
     pub failed: u64,
+    /// The agent only: why the node's routing config is not (fully)
+    /// applied (no Node object, a bad BGPPeer ...), one message each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +82,13 @@ pub struct PolicyStatus {
 pub struct DatastoreStatus {
     /// Files or objects that did not load, one message each.
     pub errors: Vec<String>,
+    /// The agent only: whether the datastore is connected now (a file
+    /// datastore always is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// The agent only: since when it is disconnected (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_since: Option<String>,
 }
 
 impl Status {
@@ -146,8 +161,21 @@ impl Status {
         for e in &self.policy.errors {
             let _ = writeln!(out, "  policy error: {e}");
         }
+        for e in &self.routes.errors {
+            let _ = writeln!(out, "  routing error: {e}");
+        }
+        if self.datastore.connected == Some(false) {
+            let _ = writeln!(
+                out,
+                "datastore disconnected since {}",
+                self.datastore.disconnected_since.as_deref().unwrap_or("?")
+            );
+        }
         for e in &self.datastore.errors {
             let _ = writeln!(out, "  datastore error: {e}");
+        }
+        if self.ready == Some(false) {
+            let _ = writeln!(out, "not ready");
         }
         out
     }
@@ -185,11 +213,14 @@ mod tests {
             routes: RouteStatus {
                 installed: 3,
                 failed: 0,
+                errors: Vec::new(),
             },
             policy: PolicyStatus::default(),
             datastore: DatastoreStatus {
                 errors: vec!["pods.yaml: document 2: bad".into()],
+                ..DatastoreStatus::default()
             },
+            ready: None,
         }
     }
 
