@@ -3,6 +3,7 @@
 //! are thin front ends over this library.
 
 pub mod bgp_cmd;
+pub mod datastore;
 pub mod fib;
 pub mod manifests;
 pub mod resources;

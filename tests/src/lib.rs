@@ -11,6 +11,7 @@
 pub mod bgp_testpeer;
 pub mod bgp_util;
 pub mod bird;
+pub mod fake_apiserver;
 pub mod gobgp;
 pub mod podnet;
 pub mod tortie_bgp;
