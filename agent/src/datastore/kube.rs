@@ -26,9 +26,13 @@
 //! - nothing but a placeholder (generation 0, `connected: false`) until
 //!   every kind has been listed once: a model built from pods without their
 //!   policies would open holes;
+//!   (the placeholder's `connected`/`errors` do change meanwhile, with
+//!   generation still 0: a consumer must not build a model from generation
+//!   0, e.g. `rx.wait_for(|s| s.generation > 0)` first);
 //! - after that, a change is published at most `debounce` after it arrived
-//!   (changes that arrive meanwhile ride along), with `generation` + 1;
-//!   an update that only touches fields we drop publishes nothing;
+//!   (changes that arrive meanwhile ride along), and every publish (objects
+//!   or connection status) has `generation` + 1; an update that only
+//!   touches fields we drop publishes nothing;
 //! - a relist after a 410 Gone keeps the previous objects until the new
 //!   list is complete, then replaces them in one step.
 //!
@@ -807,11 +811,15 @@ async fn run(
         }
         let manifests = if publish_objects {
             dirty_since = None;
-            generation += 1;
             cache.manifests()
         } else {
             current.manifests.clone()
         };
+        // Every publish after the first full list counts (consumers rebuild
+        // on each); before it, only the placeholder's status changes.
+        if publish_objects || current.generation > 0 {
+            generation += 1;
+        }
         if status_changed {
             tracing::info!(connected, errors = ?errors, "kubernetes datastore status");
         }
