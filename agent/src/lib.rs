@@ -3,9 +3,14 @@
 //! are thin front ends over this library.
 
 pub mod bgp_cmd;
+pub mod cni;
+pub mod crd;
 pub mod datastore;
 pub mod fib;
+pub mod ipam;
+pub mod lab;
 pub mod manifests;
+pub mod model;
 pub mod resources;
 pub mod status;
 pub mod status_client;

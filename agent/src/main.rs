@@ -49,7 +49,10 @@ enum Command {
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// A virtual cluster in network namespaces.
-    Lab,
+    #[command(subcommand)]
+    Lab(tortie::lab::LabCommand),
+    /// Print the CustomResourceDefinitions of BGPConfiguration, BGPPeer and IPPool (YAML).
+    Crds,
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,7 +208,19 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Command::Lab => "lab",
+        Command::Lab(cmd) => {
+            return match tortie::lab::run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Crds => {
+            print!("{}", tortie::crd::crds_yaml());
+            return ExitCode::SUCCESS;
+        }
     };
     eprintln!("Error: `tortie {name}` is not implemented yet in this build; see the open issues");
     ExitCode::FAILURE

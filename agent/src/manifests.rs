@@ -101,9 +101,7 @@ pub struct LoadError {
 
 /// Loads every `*.yaml`/`*.yml` file under `dir`, recursively, sorted.
 pub fn load_dir(dir: &Path) -> Result<Manifests, LoadError> {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files)?;
-    files.sort();
+    let files = list_files(dir)?;
     let mut manifests = Manifests::default();
     for file in files {
         match std::fs::read_to_string(&file) {
@@ -120,6 +118,15 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, LoadError> {
         }
     }
     Ok(manifests)
+}
+
+/// The manifest files under `dir` that [`load_dir`] reads, in its order
+/// (for the file datastore, which keeps each file's last good text).
+pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {

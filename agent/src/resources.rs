@@ -10,6 +10,8 @@
 //! (`peers[1].peerIP: 192.0.2.300 is not an IP address`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The whole file of `tortie bgp --config FILE`.
@@ -87,10 +89,27 @@ pub struct FibSpec {
     pub blackhole_originated: Option<bool>,
 }
 
-/// `BGPPeer.spec` (group `tortie.io/v1alpha1`), also one entry of the
-/// speaker config's `peers`.
+/// `BGPPeer.spec` (group `tortie.io/v1alpha1`, see [`crate::crd`]), also
+/// one entry of the speaker config's `peers`. The CRD is derived here, on
+/// the shared type, so both spell a peer the same way.
 #[allow(clippy::upper_case_acronyms)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "tortie.io",
+    version = "v1alpha1",
+    kind = "BGPPeer",
+    plural = "bgppeers",
+    singular = "bgppeer",
+    derive = "PartialEq",
+    doc = "A BGP peering of the nodes it selects (node, nodeSelector, or every node).",
+    printcolumn = r#"{"name":"Peer IP","type":"string","jsonPath":".spec.peerIP"}"#,
+    printcolumn = r#"{"name":"ASN","type":"integer","jsonPath":".spec.asNumber"}"#,
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.node"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[schemars(
+    description = "A BGP peering: the peer, the session's options, and the nodes it applies to (node, nodeSelector, or every node)."
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BGPPeerSpec {
     /// For logs and status.
@@ -98,8 +117,10 @@ pub struct BGPPeerSpec {
     pub name: Option<String>,
     /// The peer's address.
     #[serde(rename = "peerIP")]
+    #[schemars(extend("anyOf" = [{"format": "ipv4"}, {"format": "ipv6"}]))]
     pub peer_ip: String,
     /// The peer's AS.
+    #[schemars(range(min = 1, max = 4_294_967_294_u32))]
     pub as_number: u32,
     /// CRD only: the node this peering applies to.
     #[serde(default)]
@@ -118,9 +139,11 @@ pub struct BGPPeerSpec {
     pub keepalive_time: Option<u16>,
     /// GTSM: maximum hops (1 = directly connected); absent = off.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     pub ttl_security: Option<u8>,
     /// Local address for the session.
     #[serde(default)]
+    #[schemars(extend("anyOf" = [{"format": "ipv4"}, {"format": "ipv6"}]))]
     pub source_address: Option<String>,
     /// Wait for the peer to connect.
     #[serde(default)]
@@ -156,7 +179,7 @@ pub struct BGPPeerSpec {
 
 /// A password: inline (standalone) or from a Secret (CRD; the agent
 /// resolves it to `value`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PasswordSpec {
     /// The password itself.
@@ -168,7 +191,7 @@ pub struct PasswordSpec {
 }
 
 /// A key of a Secret.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SecretKeyRef {
     /// Secret name.
@@ -181,7 +204,7 @@ pub struct SecretKeyRef {
 }
 
 /// `gracefulRestart`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GracefulRestartSpec {
     /// On or off.
@@ -189,11 +212,12 @@ pub struct GracefulRestartSpec {
     pub enabled: bool,
     /// Seconds the peer keeps our routes (default 120, at most 4095).
     #[serde(default)]
+    #[schemars(range(max = 4095))]
     pub restart_time: Option<u16>,
 }
 
 /// `maxPrefixesAction`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum MaxPrefixesAction {
     /// Cease / Maximum Number of Prefixes Reached.
     #[default]
@@ -203,7 +227,7 @@ pub enum MaxPrefixesAction {
 }
 
 /// An address family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum FamilyName {
     /// IPv4 unicast.
     IPv4,
@@ -212,7 +236,7 @@ pub enum FamilyName {
 }
 
 /// `addPaths`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum AddPaths {
     /// No ADD-PATH.
     #[default]
@@ -226,11 +250,12 @@ pub enum AddPaths {
 }
 
 /// One filter rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FilterRuleSpec {
     /// Prefix to match (with `matchOperator`).
     #[serde(default)]
+    #[schemars(extend("format" = "cidr"))]
     pub cidr: Option<String>,
     /// How `cidr` matches (default In).
     #[serde(default)]
@@ -255,7 +280,7 @@ pub struct FilterRuleSpec {
 }
 
 /// `matchOperator`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum MatchOperator {
     /// Inside `cidr` (or equal), lengths per `prefixLength`.
     In,
@@ -268,7 +293,7 @@ pub enum MatchOperator {
 }
 
 /// `prefixLength`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrefixLengthSpec {
     /// Shortest.
@@ -280,7 +305,7 @@ pub struct PrefixLengthSpec {
 }
 
 /// `action`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum FilterAction {
     /// Take the route.
     Accept,

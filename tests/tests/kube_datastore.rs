@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tortie::datastore::kube::{self as kds, KubeSettings, KubeWriter, PeerReport};
 use tortie::datastore::DatastoreSnapshot;
+use tortie::model::{Model, ObjectError};
 use tortie_integration::fake_apiserver::FakeApiServer;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -448,12 +449,20 @@ async fn the_writer_sets_the_node_condition_and_events_on_our_objects() {
         rv
     );
 
-    let errors = vec![
-        "BGPPeer tor: peerIP 192.0.2.300 is not an IP address".to_string(),
-        "Pod shop/web-1: not ours".to_string(),
-    ];
-    assert!(writer.report_model_errors(&errors).await.is_empty());
-    assert!(writer.report_model_errors(&errors).await.is_empty());
+    let err = |kind: &str, name: &str| ObjectError {
+        kind: kind.into(),
+        name: name.into(),
+        field: "spec.peerIP".into(),
+        problem: "\"192.0.2.300\" is not an IP address".into(),
+        source: None,
+        kept_previous: false,
+    };
+    let errors = vec![err("BGPPeer", "tor"), err("Pod", "web-1")];
+    assert!(writer.report_object_errors(&errors).await.is_empty());
+    assert!(
+        writer.report_object_errors(&errors).await.is_empty(),
+        "reported once"
+    );
     let events = t.server.objects("events");
     assert_eq!(events.len(), 1, "{events:?}");
     let ev = &events[0];
@@ -463,6 +472,74 @@ async fn the_writer_sets_the_node_condition_and_events_on_our_objects() {
     assert_eq!(ev["reason"], "InvalidObject");
     assert_eq!(ev["reportingController"], "tortie-agent");
     assert_eq!(ev["reportingInstance"], "n1");
+    assert_eq!(
+        ev["note"],
+        "spec.peerIP: \"192.0.2.300\" is not an IP address"
+    );
+}
+
+/// The same scenario as the file datastore's: the model built from the
+/// Kubernetes snapshot routes and polices the node, and follows changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_follows_the_api() {
+    let mut t = setup().await;
+    let s = wait_for(&mut t.rx, "first sync", |s| s.generation > 0 && s.connected).await;
+    let model = Model::build(&s.manifests, None);
+    assert!(model.errors.is_empty(), "{:?}", model.errors);
+    let routing = model.node_routing("n1").expect("n1 routes");
+    assert_eq!(routing.bgp_address.to_string(), "192.0.2.11/24");
+    assert_eq!(routing.pod_cidrs[0].to_string(), "10.244.1.0/24");
+    assert_eq!(routing.pools.len(), 1);
+    assert!(routing
+        .peer_sources
+        .values()
+        .any(|source| source == "BGPPeer tor"));
+    let compiled = tortie_policy::compile(&model.policy_snapshot("n1", &Default::default()));
+    assert!(compiled.errors.is_empty(), "{:?}", compiled.errors);
+
+    // A second node joins: n1 meshes with it.
+    t.server
+        .apply(node("n2", "10.244.2.0/24", "192.0.2.12"))
+        .expect("apply");
+    let s = wait_for(&mut t.rx, "n2", |s| s.manifests.nodes.len() == 2).await;
+    let model = Model::build(&s.manifests, Some(&model));
+    let routing = model.node_routing("n1").expect("n1 routes");
+    assert_eq!(
+        routing
+            .peer_sources
+            .get(&"192.0.2.12".parse().expect("ip"))
+            .map(String::as_str),
+        Some("mesh")
+    );
+
+    // A broken BGPPeer keeps its previous version and says so.
+    t.server
+        .apply(json!({"apiVersion": "tortie.io/v1alpha1", "kind": "BGPPeer",
+                      "metadata": {"name": "tor"}, "spec": {"peerIP": "192.0.2.300", "asNumber": 65001}}))
+        .expect("apply");
+    let s = wait_for(&mut t.rx, "broken peer", |s| {
+        s.manifests
+            .other
+            .iter()
+            .any(|o| o.value["spec"]["peerIP"] == "192.0.2.300")
+    })
+    .await;
+    let model = Model::build(&s.manifests, Some(&model));
+    assert!(
+        model
+            .errors
+            .iter()
+            .any(|e| e.starts_with("BGPPeer tor: spec.peerIP")),
+        "{:?}",
+        model.errors
+    );
+    assert!(model.object_errors.iter().all(|e| e.kept_previous));
+    assert!(model
+        .node_routing("n1")
+        .expect("routes")
+        .peer_sources
+        .values()
+        .any(|v| v == "BGPPeer tor"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,6 +68,7 @@ use tokio::time::Instant;
 
 use super::DatastoreSnapshot;
 use crate::manifests::{Manifests, RawObject, Source};
+use crate::model::ObjectError;
 
 /// Annotations with this prefix are kept (pod `tortie.io/ip-addrs`, node
 /// `tortie.io/asn`, ...); every other annotation is dropped from the cache.
@@ -437,6 +438,16 @@ impl Cache {
     /// named `kubernetes:PLURAL/NAME`.
     pub fn manifests(&self) -> Manifests {
         let mut m = Manifests::default();
+        // Exact capacities: a Pod is 2 KiB inline, and a Vec grown by
+        // doubling would carry up to half of that again, unused.
+        let n = |k: Kind| self.len(k);
+        m.nodes.reserve_exact(n(Kind::Node));
+        m.namespaces.reserve_exact(n(Kind::Namespace));
+        m.pods.reserve_exact(n(Kind::Pod));
+        m.network_policies.reserve_exact(n(Kind::NetworkPolicy));
+        m.secrets.reserve_exact(n(Kind::Secret));
+        m.other
+            .reserve_exact(n(Kind::BGPConfiguration) + n(Kind::BGPPeer) + n(Kind::IPPool));
         for table in self.tables.values() {
             for obj in table.live.values() {
                 match obj {
@@ -874,14 +885,39 @@ impl ObjectRef {
     }
 }
 
-/// The object a model error is about, when it follows the error style
-/// "KIND NAME: what is wrong" (STYLE.md) for one of tortie.io's kinds.
-pub fn object_of_error(error: &str) -> Option<ObjectRef> {
-    let (head, _) = error.split_once(": ")?;
-    let (kind, name) = head.split_once(' ')?;
-    let kind = Kind::from_name(kind).filter(|k| k.is_ours())?;
-    let name = name.trim();
-    (!name.is_empty() && !name.contains(' ')).then(|| ObjectRef::tortie(kind.name(), name))
+/// The object a model error is about: tortie.io's kinds and Nodes get
+/// Events; other kinds (and errors without a name) do not.
+pub fn object_of_error(error: &ObjectError) -> Option<ObjectRef> {
+    let kind = Kind::from_name(&error.kind)?;
+    if error.name.is_empty() {
+        return None;
+    }
+    match kind {
+        Kind::BGPConfiguration | Kind::BGPPeer | Kind::IPPool => {
+            Some(ObjectRef::tortie(kind.name(), &error.name))
+        }
+        Kind::Node => Some(ObjectRef {
+            api_version: "v1".to_string(),
+            kind: "Node".to_string(),
+            name: error.name.clone(),
+            namespace: None,
+        }),
+        _ => None,
+    }
+}
+
+/// An Event's note for a model error: the field and the problem (the
+/// object is the Event's subject already).
+pub fn event_note(error: &ObjectError) -> String {
+    let mut note = if error.field.is_empty() {
+        error.problem.clone()
+    } else {
+        format!("{}: {}", error.field, error.problem)
+    };
+    if error.kept_previous {
+        note.push_str(" (the previous version stays in force)");
+    }
+    note
 }
 
 /// The condition's status, reason and message for these sessions: True
@@ -1054,31 +1090,40 @@ impl KubeWriter {
             .await
     }
 
-    /// Warning Events (reason `InvalidObject`) for the model's errors about
-    /// tortie.io objects ("BGPPeer tor-a: peerIP ... is not an IP
-    /// address"), each once per agent run; errors about other objects, or
-    /// not in that form, are left to the log and `tortie status`. Returns
-    /// the errors of the writes that failed (they are tried again on the
-    /// next call).
-    pub async fn report_model_errors(&self, errors: &[String]) -> Vec<kube::Error> {
+    /// Warning Events (reason `InvalidObject`) for the model's errors
+    /// (`Model::object_errors`) about tortie.io objects and Nodes, each
+    /// once per agent run (and again after it was fixed and broke anew);
+    /// call it after every model build. Returns the errors of the writes
+    /// that failed (they are tried again on the next call).
+    pub async fn report_object_errors(&self, errors: &[ObjectError]) -> Vec<kube::Error> {
+        let current: BTreeSet<String> = errors.iter().map(ToString::to_string).collect();
+        // Forget fixed errors, so a relapse is reported again.
+        self.reported
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|e| current.contains(e));
         let mut failures = Vec::new();
         for error in errors {
             let Some(object) = object_of_error(error) else {
                 continue;
             };
+            let key = error.to_string();
             let new = self
                 .reported
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(error.clone());
+                .insert(key.clone());
             if !new {
                 continue;
             }
-            if let Err(e) = self.warn(&object, "InvalidObject", error).await {
+            if let Err(e) = self
+                .warn(&object, "InvalidObject", &event_note(error))
+                .await
+            {
                 self.reported
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(error);
+                    .remove(&key);
                 failures.push(e);
             }
         }
@@ -1330,17 +1375,30 @@ mod tests {
     }
 
     #[test]
-    fn model_errors_about_our_objects_name_them() {
+    fn model_errors_about_our_objects_and_nodes_name_them() {
+        let err = |kind: &str, name: &str, field: &str| ObjectError {
+            kind: kind.into(),
+            name: name.into(),
+            field: field.into(),
+            problem: "is not an IP address".into(),
+            source: None,
+            kept_previous: true,
+        };
+        let peer = err("BGPPeer", "tor-a", "spec.peerIP");
         assert_eq!(
-            object_of_error("BGPPeer tor-a: peerIP 192.0.2.300 is not an IP address"),
+            object_of_error(&peer),
             Some(ObjectRef::tortie("BGPPeer", "tor-a"))
         );
         assert_eq!(
-            object_of_error("IPPool p2: cidr 10.244.0.0/16 overlaps IPPool p1").map(|o| o.kind),
-            Some("IPPool".to_string())
+            event_note(&peer),
+            "spec.peerIP: is not an IP address (the previous version stays in force)"
         );
-        assert_eq!(object_of_error("Pod x/a: bad annotation"), None);
-        assert_eq!(object_of_error("something went wrong"), None);
+        assert_eq!(
+            object_of_error(&err("Node", "n1", "")).map(|o| o.api_version),
+            Some("v1".into())
+        );
+        assert_eq!(object_of_error(&err("Pod", "a", "")), None);
+        assert_eq!(object_of_error(&err("IPPool", "", "")), None);
     }
 
     #[test]

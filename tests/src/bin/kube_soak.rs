@@ -102,7 +102,12 @@ fn pod(i: usize, size: Size, generation: usize) -> Value {
     let ns = format!("ns-{}", i % size.namespaces);
     let app = format!("app-{}", i % (size.policies.max(1)));
     let node = format!("node-{}", i % size.nodes);
-    let ip = format!("10.{}.{}.{}", 244 + (i / 65536) % 8, (i / 256) % 256, i % 256);
+    let ip = format!(
+        "10.{}.{}.{}",
+        244 + (i / 65536) % 8,
+        (i / 256) % 256,
+        i % 256
+    );
     let name = format!("{app}-{i:06}-x7k2p");
     let last_applied = "x".repeat(800);
     let conditions: Vec<Value> = ["Initialized", "Ready", "ContainersReady", "PodScheduled"]
@@ -111,7 +116,7 @@ fn pod(i: usize, size: Size, generation: usize) -> Value {
         .collect();
     json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": ns,
-            "labels": {"app": app, "tier": if i % 3 == 0 { "frontend" } else { "backend" },
+            "labels": {"app": app, "tier": if i.is_multiple_of(3) { "frontend" } else { "backend" },
                        "pod-template-hash": "5d8f7c9b4", "generation": generation.to_string()},
             "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last_applied,
                             "prometheus.io/scrape": "true"},
@@ -197,7 +202,7 @@ fn serve(size: Size) {
             // churn: relabelled pods, changed policies, deleted pods.
             for i in size.pods / 2..size.pods {
                 server.apply(pod(i, size, 0)).unwrap();
-                if i % 10 == 0 {
+                if i.is_multiple_of(10) {
                     server.apply(pod(i - size.pods / 2, size, 1)).unwrap();
                 }
             }
@@ -296,11 +301,12 @@ fn main() {
     let mut rows = Vec::new();
     let (base_rss, _) = rss_kib();
     eprintln!(
-        "inline sizes: Pod {} B (ObjectMeta {}, PodSpec {}, PodStatus {}), NetworkPolicy {} B",
+        "inline sizes: Pod {} B (ObjectMeta {}, PodSpec {}, PodStatus {}), Container {} B, NetworkPolicy {} B",
         std::mem::size_of::<k8s_openapi::api::core::v1::Pod>(),
         std::mem::size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
         std::mem::size_of::<k8s_openapi::api::core::v1::PodSpec>(),
         std::mem::size_of::<k8s_openapi::api::core::v1::PodStatus>(),
+        std::mem::size_of::<k8s_openapi::api::core::v1::Container>(),
         std::mem::size_of::<k8s_openapi::api::networking::v1::NetworkPolicy>(),
     );
     let measure = |rows: &mut Vec<Row>, step: &str, t0: Instant, c0: f64, note: String| {
@@ -365,15 +371,19 @@ fn main() {
         );
 
         let (t0, c0) = (Instant::now(), cpu_secs());
-        let snapshot = s.manifests.policy_snapshot(node);
+        let model = tortie::model::Model::build(&s.manifests, None);
+        let routing = model.node_routing(node).expect("node routing");
+        let snapshot = model.policy_snapshot(node, &Default::default());
         let compiled = tortie_policy::compile(&snapshot);
         measure(
             &mut rows,
-            &format!("policy snapshot + compile for {node}"),
+            &format!("Model::build + node_routing + policy compile for {node}"),
             t0,
             c0,
             format!(
-                "{} local workloads, {} compile errors",
+                "{} model errors, {} mesh peers, {} local workloads, {} compile errors",
+                model.errors.len(),
+                routing.peer_sources.len(),
                 snapshot.local.len(),
                 compiled.errors.len()
             ),
@@ -381,7 +391,7 @@ fn main() {
         // Hold everything (the daemon keeps the snapshot and the compiled
         // ruleset) while RSS is read.
         let (rss, hwm) = rss_kib();
-        drop((snapshot, compiled, s));
+        drop((model, snapshot, compiled, s));
         // Stop the datastore (it notices the dropped receiver at its next
         // event; the server sends a bookmark every second) and see what it
         // held: its cache, the client and the last snapshot.
@@ -394,7 +404,7 @@ fn main() {
             heap_bytes() as f64 / 1048576.0
         );
         println!(
-            "\nsteady state with snapshot + compiled ruleset held: RSS {:.1} MiB (peak {:.1} MiB, {:.1} MiB before the datastore started)",
+            "\nsteady state with snapshot, model and compiled ruleset held: RSS {:.1} MiB (peak {:.1} MiB, {:.1} MiB before the datastore started)",
             rss as f64 / 1024.0,
             hwm as f64 / 1024.0,
             base_rss as f64 / 1024.0

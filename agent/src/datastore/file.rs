@@ -1,0 +1,524 @@
+//! The file datastore: every `*.yaml`/`*.yml` under a directory, watched.
+//!
+//! Owns: turning directory scans into [`DatastoreSnapshot`]s. The pure part,
+//! [`FileState::apply`], keeps each file's last good text: a file whose new
+//! text does not load cleanly keeps its previous version in force and its
+//! errors (file, document, object, reason) are reported; a file that never
+//! loaded cleanly contributes the documents that do load. A snapshot is
+//! published only when the chosen texts, the errors or the connection
+//! changed, with the generation one higher.
+//!
+//! The shell, [`spawn_file`], is a thread: inotify (through `notify`,
+//! recursive, so editors' write-to-temp-and-rename, deletions and
+//! ConfigMap-style symlink swaps all show up as events), a short debounce
+//! that coalesces an editor's burst into one scan, and a full rescan every
+//! 30 s in case an event was lost (inotify queue overflow, a directory
+//! replaced under the watch). It is a thread rather than a task because it
+//! does blocking file I/O and nothing else; the watch channel is the only
+//! link to async code.
+//!
+//! Must never: drop objects because a file is half-written (a file that
+//! disappears is confirmed by a second scan before its objects go), or
+//! block the caller's runtime.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, Context};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use super::{DatastoreSnapshot, SnapshotReceiver};
+use crate::manifests::{list_files, Manifests};
+
+/// Quiet time after an event before scanning: an editor's save is a
+/// burst of events within a few milliseconds. Small, because a pod's IP
+/// written here should reach remote policy within 200 ms end to end.
+pub const DEBOUNCE: Duration = Duration::from_millis(15);
+/// Longest a stream of events can postpone a scan.
+pub const MAX_DEBOUNCE: Duration = Duration::from_millis(100);
+/// Safety-net rescan period.
+pub const RESCAN: Duration = Duration::from_secs(30);
+/// Retry period while the directory cannot be read.
+pub const RETRY: Duration = Duration::from_secs(1);
+/// A file that vanished is looked for again after this long before its
+/// objects are dropped (a non-atomic save deletes, then writes).
+pub const REMOVAL_GRACE: Duration = Duration::from_millis(50);
+
+/// The result of reading the directory once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scan {
+    /// Each manifest file with its text, or why it could not be read.
+    Listed(BTreeMap<PathBuf, Result<String, String>>),
+    /// The directory itself could not be read.
+    Failed(String),
+}
+
+/// Reads every manifest file under `dir`.
+pub fn scan(dir: &Path) -> Scan {
+    match list_files(dir) {
+        Err(e) => Scan::Failed(format!("{e}: {}", e.source)),
+        Ok(files) => Scan::Listed(
+            files
+                .into_iter()
+                .map(|f| {
+                    let text = std::fs::read_to_string(&f).map_err(|e| e.to_string());
+                    (f, text)
+                })
+                .collect(),
+        ),
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct FileEntry {
+    /// The text read last time (to skip re-parsing an unchanged file).
+    seen: Option<String>,
+    /// The text in force.
+    good: Option<String>,
+    /// Why the text read last time is not in force.
+    rejected: Vec<String>,
+}
+
+/// The chosen (path, text) pairs, the errors and the connection state of
+/// a published snapshot: equal means nothing to publish.
+type Published = (Vec<(PathBuf, String)>, Vec<String>, bool);
+
+/// The file datastore's state between scans (pure).
+#[derive(Debug)]
+pub struct FileState {
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileEntry>,
+    dir_error: Option<String>,
+    disconnected_since: Option<SystemTime>,
+    generation: u64,
+    /// What the last published snapshot was made of.
+    published: Option<Published>,
+}
+
+impl FileState {
+    pub fn new(dir: PathBuf) -> Self {
+        FileState {
+            dir,
+            files: BTreeMap::new(),
+            dir_error: None,
+            disconnected_since: None,
+            generation: 0,
+            published: None,
+        }
+    }
+
+    /// Whether the directory could be read at the last scan.
+    pub fn connected(&self) -> bool {
+        self.dir_error.is_none()
+    }
+
+    /// Whether `scan` no longer lists a file whose objects are in force.
+    pub fn removes_files(&self, scan: &Scan) -> bool {
+        match scan {
+            Scan::Failed(_) => false,
+            Scan::Listed(files) => self
+                .files
+                .iter()
+                .any(|(p, e)| e.good.is_some() && !files.contains_key(p)),
+        }
+    }
+
+    /// Takes one scan; returns the snapshot to publish when anything
+    /// changed.
+    pub fn apply(&mut self, scan: Scan, now: SystemTime) -> Option<DatastoreSnapshot> {
+        match scan {
+            Scan::Failed(reason) => {
+                if self.dir_error.is_none() {
+                    self.disconnected_since = Some(now);
+                }
+                self.dir_error = Some(format!(
+                    "{}: cannot read the manifest directory ({reason}); the last objects stay in force",
+                    self.dir.display()
+                ));
+            }
+            Scan::Listed(listed) => {
+                self.dir_error = None;
+                self.disconnected_since = None;
+                self.files.retain(|p, _| listed.contains_key(p));
+                for (path, read) in listed {
+                    let entry = self.files.entry(path.clone()).or_default();
+                    update_entry(&path, entry, read);
+                }
+            }
+        }
+        let chosen: Vec<(PathBuf, String)> = self
+            .files
+            .iter()
+            .filter_map(|(p, e)| e.good.clone().map(|g| (p.clone(), g)))
+            .collect();
+        let mut manifests = Manifests::default();
+        for (path, text) in &chosen {
+            manifests.add_str(path, text);
+        }
+        let mut errors: Vec<String> = manifests.errors.iter().map(ToString::to_string).collect();
+        for e in self.files.values() {
+            errors.extend(e.rejected.iter().cloned());
+        }
+        errors.extend(self.dir_error.clone());
+        let key = (chosen, errors.clone(), self.connected());
+        if self.published.as_ref() == Some(&key) {
+            return None;
+        }
+        self.published = Some(key);
+        self.generation += 1;
+        Some(DatastoreSnapshot {
+            manifests,
+            connected: self.connected(),
+            disconnected_since: self.disconnected_since,
+            errors,
+            generation: self.generation,
+        })
+    }
+}
+
+fn update_entry(path: &Path, entry: &mut FileEntry, read: Result<String, String>) {
+    match read {
+        Ok(text) => {
+            if entry.seen.as_ref() == Some(&text) {
+                return;
+            }
+            let mut alone = Manifests::default();
+            alone.add_str(path, &text);
+            entry.seen = Some(text.clone());
+            if alone.errors.is_empty() || entry.good.is_none() {
+                // Clean, or never loaded before: the documents that load
+                // are better than none (their errors come from the merged
+                // load).
+                entry.good = Some(text);
+                entry.rejected.clear();
+            } else {
+                entry.rejected = alone
+                    .errors
+                    .iter()
+                    .map(|e| format!("{e} (the file's previous version stays in force)"))
+                    .collect();
+            }
+        }
+        Err(reason) => {
+            entry.seen = None;
+            let kept = if entry.good.is_some() {
+                " (the file's previous version stays in force)"
+            } else {
+                ""
+            };
+            entry.rejected = vec![format!(
+                "{}: cannot read file: {reason}{kept}",
+                path.display()
+            )];
+        }
+    }
+}
+
+/// Starts the file datastore on `dir`: the first snapshot is in the
+/// receiver when this returns; later ones follow changes. The thread ends
+/// once every receiver is dropped (at its next wake-up).
+pub fn spawn_file(dir: PathBuf) -> anyhow::Result<SnapshotReceiver> {
+    let mut state = FileState::new(dir.clone());
+    let first = scan(&dir);
+    if let Scan::Failed(reason) = &first {
+        return Err(anyhow!("cannot read the manifest directory: {reason}"));
+    }
+    let snapshot = state.apply(first, SystemTime::now()).unwrap_or_default();
+    log_snapshot(&snapshot);
+    let (tx, rx) = watch::channel(Arc::new(snapshot));
+    let (events_tx, events) = mpsc::channel();
+    let watcher = make_watcher(&dir, events_tx.clone())
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    std::thread::Builder::new()
+        .name("datastore-file".into())
+        .spawn(move || run(state, dir, tx, events, events_tx, watcher))
+        .context("cannot start the file datastore thread")?;
+    Ok(rx)
+}
+
+fn make_watcher(dir: &Path, events: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher> {
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Our own reads must not wake us; anything else (including a
+        // watcher error such as a queue overflow) means "rescan".
+        if let Ok(ev) = &res {
+            if matches!(ev.kind, EventKind::Access(_)) {
+                return;
+            }
+        }
+        // The thread is gone when this fails: nothing to tell.
+        let _ = events.send(());
+    })?;
+    w.watch(dir, RecursiveMode::Recursive)?;
+    Ok(w)
+}
+
+fn run(
+    mut state: FileState,
+    dir: PathBuf,
+    tx: watch::Sender<Arc<DatastoreSnapshot>>,
+    events: mpsc::Receiver<()>,
+    events_tx: mpsc::Sender<()>,
+    watcher: RecommendedWatcher,
+) {
+    let mut watcher = Some(watcher);
+    loop {
+        let wait = if state.connected() { RESCAN } else { RETRY };
+        match events.recv_timeout(wait) {
+            Ok(()) => debounce(&events),
+            Err(RecvTimeoutError::Timeout) => {}
+            // We hold a sender ourselves; cannot happen.
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if tx.is_closed() {
+            debug!(dir = %dir.display(), "file datastore: no receivers left, stopping");
+            return;
+        }
+        let mut s = scan(&dir);
+        if state.removes_files(&s) {
+            std::thread::sleep(REMOVAL_GRACE);
+            while events.try_recv().is_ok() {}
+            s = scan(&dir);
+        }
+        if let Some(snapshot) = state.apply(s, SystemTime::now()) {
+            log_snapshot(&snapshot);
+            tx.send_replace(Arc::new(snapshot));
+        }
+        // A directory that went away took its inotify watch with it.
+        if !state.connected() {
+            watcher = None;
+        } else if watcher.is_none() {
+            match make_watcher(&dir, events_tx.clone()) {
+                Ok(w) => watcher = Some(w),
+                Err(e) => warn!(dir = %dir.display(), "file datastore: cannot watch: {e}"),
+            }
+        }
+    }
+}
+
+/// Waits until events stop for [`DEBOUNCE`] (at most [`MAX_DEBOUNCE`]).
+fn debounce(events: &mpsc::Receiver<()>) {
+    let start = Instant::now();
+    while start.elapsed() < MAX_DEBOUNCE {
+        match events.recv_timeout(DEBOUNCE) {
+            Ok(()) => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+fn log_snapshot(s: &DatastoreSnapshot) {
+    info!(
+        generation = s.generation,
+        objects = s.manifests.len(),
+        errors = s.errors.len(),
+        connected = s.connected,
+        "file datastore: new snapshot"
+    );
+    for e in &s.errors {
+        warn!("datastore: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS_A: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n";
+    const NS_B: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: b}\n";
+    const BROKEN: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: [\n";
+
+    fn listed(files: &[(&str, &str)]) -> Scan {
+        Scan::Listed(
+            files
+                .iter()
+                .map(|(p, t)| (PathBuf::from(p), Ok(t.to_string())))
+                .collect(),
+        )
+    }
+
+    fn names(s: &DatastoreSnapshot) -> Vec<String> {
+        s.manifests
+            .namespaces
+            .iter()
+            .filter_map(|n| n.metadata.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn publishes_only_on_change_with_increasing_generation() {
+        let mut st = FileState::new("/m".into());
+        let now = SystemTime::UNIX_EPOCH;
+        let s1 = st
+            .apply(listed(&[("/m/a.yaml", NS_A)]), now)
+            .expect("first");
+        assert_eq!(s1.generation, 1);
+        assert!(s1.connected && s1.errors.is_empty());
+        assert!(st.apply(listed(&[("/m/a.yaml", NS_A)]), now).is_none());
+        let s2 = st
+            .apply(listed(&[("/m/a.yaml", NS_A), ("/m/b.yaml", NS_B)]), now)
+            .expect("added file");
+        assert_eq!(s2.generation, 2);
+        assert_eq!(names(&s2), ["a", "b"]);
+        let s3 = st
+            .apply(listed(&[("/m/b.yaml", NS_B)]), now)
+            .expect("deleted");
+        assert_eq!(names(&s3), ["b"]);
+        assert_eq!(s3.generation, 3);
+    }
+
+    #[test]
+    fn a_broken_file_keeps_its_previous_version_and_reports_why() {
+        let mut st = FileState::new("/m".into());
+        let now = SystemTime::UNIX_EPOCH;
+        st.apply(listed(&[("/m/a.yaml", NS_A)]), now)
+            .expect("first");
+        let s = st
+            .apply(
+                listed(&[("/m/a.yaml", &format!("{NS_B}---\n{BROKEN}"))]),
+                now,
+            )
+            .expect("errors changed");
+        assert_eq!(names(&s), ["a"], "the previous text stays in force");
+        assert_eq!(s.errors.len(), 1, "{:?}", s.errors);
+        assert!(
+            s.errors[0].starts_with("/m/a.yaml document 2: not valid YAML"),
+            "{}",
+            s.errors[0]
+        );
+        assert!(s.errors[0].ends_with("(the file's previous version stays in force)"));
+        // Fixed: the new text wins and the error goes.
+        let s = st
+            .apply(listed(&[("/m/a.yaml", NS_B)]), now)
+            .expect("fixed");
+        assert_eq!(names(&s), ["b"]);
+        assert!(s.errors.is_empty());
+    }
+
+    #[test]
+    fn a_file_broken_from_the_start_loads_what_it_can() {
+        let mut st = FileState::new("/m".into());
+        let s = st
+            .apply(
+                listed(&[("/m/a.yaml", &format!("{NS_A}---\n{BROKEN}"))]),
+                SystemTime::UNIX_EPOCH,
+            )
+            .expect("first");
+        assert_eq!(names(&s), ["a"]);
+        assert_eq!(s.errors.len(), 1);
+        assert!(!s.errors[0].contains("previous version"), "{}", s.errors[0]);
+    }
+
+    #[test]
+    fn duplicates_across_files_and_unreadable_files_are_errors() {
+        let mut st = FileState::new("/m".into());
+        let now = SystemTime::UNIX_EPOCH;
+        let mut files: BTreeMap<PathBuf, Result<String, String>> = BTreeMap::new();
+        files.insert("/m/a.yaml".into(), Ok(NS_A.into()));
+        files.insert("/m/b.yaml".into(), Ok(NS_A.into()));
+        files.insert("/m/c.yaml".into(), Err("permission denied".into()));
+        let s = st.apply(Scan::Listed(files), now).expect("first");
+        assert_eq!(names(&s), ["a"]);
+        assert_eq!(s.errors.len(), 2, "{:?}", s.errors);
+        assert!(s.errors[0].contains("/m/b.yaml document 1 (Namespace a): duplicate object"));
+        assert_eq!(
+            s.errors[1],
+            "/m/c.yaml: cannot read file: permission denied"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_directory_keeps_the_objects_and_says_since_when() {
+        let mut st = FileState::new("/m".into());
+        let t0 = SystemTime::UNIX_EPOCH;
+        let t1 = t0 + Duration::from_secs(5);
+        st.apply(listed(&[("/m/a.yaml", NS_A)]), t0).expect("first");
+        let s = st.apply(Scan::Failed("gone".into()), t1).expect("lost");
+        assert!(!s.connected);
+        assert_eq!(s.disconnected_since, Some(t1));
+        assert_eq!(names(&s), ["a"]);
+        assert!(s.errors[0].contains("cannot read the manifest directory (gone)"));
+        assert!(st
+            .apply(Scan::Failed("gone".into()), t1 + Duration::from_secs(1))
+            .is_none());
+        let s = st.apply(listed(&[("/m/a.yaml", NS_A)]), t1).expect("back");
+        assert!(s.connected && s.disconnected_since.is_none() && s.errors.is_empty());
+    }
+
+    #[test]
+    fn removal_is_detected_for_the_grace_rescan() {
+        let mut st = FileState::new("/m".into());
+        st.apply(listed(&[("/m/a.yaml", NS_A)]), SystemTime::UNIX_EPOCH);
+        assert!(st.removes_files(&listed(&[])));
+        assert!(!st.removes_files(&listed(&[("/m/a.yaml", NS_B)])));
+        assert!(!st.removes_files(&Scan::Failed("x".into())));
+    }
+
+    /// Waits (polling the channel, with a deadline) for a snapshot that
+    /// satisfies `ok`.
+    async fn wait_for(
+        rx: &mut SnapshotReceiver,
+        ok: impl Fn(&DatastoreSnapshot) -> bool,
+    ) -> Arc<DatastoreSnapshot> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let s = rx.borrow_and_update().clone();
+            if ok(&s) {
+                return s;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!("no matching snapshot; last: {s:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn watches_writes_renames_into_place_and_deletions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("a.yaml"), NS_A).expect("write");
+        let mut rx = spawn_file(dir.path().to_path_buf()).expect("spawn");
+        let first = rx.borrow_and_update().clone();
+        assert_eq!(names(&first), ["a"]);
+        assert_eq!(first.generation, 1);
+
+        // A new file in a new subdirectory.
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).expect("mkdir");
+        let started = Instant::now();
+        std::fs::write(sub.join("b.yml"), NS_B).expect("write");
+        let s = wait_for(&mut rx, |s| names(s) == ["a", "b"]).await;
+        let latency = started.elapsed();
+        assert!(latency < Duration::from_millis(500), "{latency:?}");
+
+        // An editor's save: write a temp file, rename it over the old one.
+        let tmp = dir.path().join(".a.yaml.swp");
+        std::fs::write(&tmp, NS_B.replace("name: b", "name: c")).expect("write");
+        std::fs::rename(&tmp, dir.path().join("a.yaml")).expect("rename");
+        let s2 = wait_for(&mut rx, |s| names(s) == ["c", "b"]).await;
+        assert!(s2.generation > s.generation);
+
+        // A broken save keeps the old objects and reports the error.
+        std::fs::write(dir.path().join("a.yaml"), BROKEN).expect("write");
+        let s3 = wait_for(&mut rx, |s| !s.errors.is_empty()).await;
+        assert_eq!(names(&s3), ["c", "b"]);
+
+        // Deletion.
+        std::fs::remove_file(sub.join("b.yml")).expect("rm");
+        wait_for(&mut rx, |s| names(s) == ["c"]).await;
+    }
+
+    #[test]
+    fn a_missing_directory_fails_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = spawn_file(dir.path().join("nope")).expect_err("missing");
+        assert!(
+            e.to_string().contains("cannot read the manifest directory"),
+            "{e}"
+        );
+    }
+}

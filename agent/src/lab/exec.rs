@@ -1,0 +1,258 @@
+//! Running commands for the lab: every command has a timeout, every
+//! process the lab starts is recorded by PID and stopped by that PID only,
+//! and every wait polls a condition against a deadline.
+//!
+//! Must never: signal a process by name, or a PID whose command line is
+//! no longer the program the lab started there (PIDs get reused).
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+/// Timeout of one short command (`ip`, `birdc`, `sysctl`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Children this process started and has not reaped yet: a stopped child
+/// of a long-lived caller (a test) would otherwise stay a zombie.
+static CHILDREN: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+
+/// Runs `cmd` with `input` on stdin; fails when it exits non-zero (with its
+/// output in the error) or runs longer than `timeout` (then it is killed).
+pub fn run_input(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Result<Output> {
+    let desc = describe(cmd);
+    let out = run_unchecked(cmd, input, timeout)?;
+    if !out.status.success() {
+        bail!(
+            "`{desc}` failed ({}): {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// Like [`run_input`] but returns the output whatever the exit status.
+pub fn run_unchecked(cmd: &mut Command, input: Option<&[u8]>, timeout: Duration) -> Result<Output> {
+    let desc = describe(cmd);
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{desc}`"))?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A child that exits without reading is reported by its status.
+        let _ = stdin.write_all(data);
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.with_context(|| format!("waiting for `{desc}`")),
+        Err(_) => {
+            // Our own child, still unreaped (the waiting thread holds it),
+            // so the PID cannot have been reused.
+            signal(pid, "KILL");
+            bail!("`{desc}` timed out after {timeout:?}")
+        }
+    }
+}
+
+/// Runs `cmd` with the default timeout; returns stdout.
+pub fn run(cmd: &mut Command) -> Result<String> {
+    let out = run_input(cmd, None, COMMAND_TIMEOUT)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `ip netns exec NETNS PROGRAM ARGS..` with the default timeout.
+pub fn in_netns(netns: &str, program: &str, args: &[&str]) -> Result<String> {
+    run(netns_command(netns, program).args(args))
+}
+
+/// A command that runs `program` inside `netns`. `ip netns exec` execs the
+/// program, so a spawned child's PID is the program's own.
+pub fn netns_command(netns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.arg("netns").arg("exec").arg(netns).arg(program);
+    c
+}
+
+/// Starts a long-running `cmd` in its own process group (a Ctrl-C at the
+/// terminal of `tortie lab up` must not stop the lab's daemons), output
+/// appended to `log`; returns its PID.
+pub fn spawn_daemon(mut cmd: Command, log: &Path) -> Result<u32> {
+    use std::os::unix::process::CommandExt as _;
+    let desc = describe(&cmd);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    let err = file.try_clone()?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting `{desc}`"))?;
+    let pid = child.id();
+    if let Ok(mut v) = CHILDREN.lock() {
+        v.push(child);
+    }
+    Ok(pid)
+}
+
+/// Reaps the children of this process that have exited.
+pub fn reap() {
+    if let Ok(mut v) = CHILDREN.lock() {
+        v.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+    }
+}
+
+/// Whether `pid` runs (a zombie does not) and its command line contains
+/// `program` (a reused PID does not count).
+pub fn is_running(pid: u32, program: &str) -> bool {
+    reap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 3, after the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next());
+    if matches!(state, None | Some("Z") | Some("X")) {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(program)
+}
+
+/// Sends `sig` (`TERM`, `KILL`, `STOP`, `CONT`) to one PID.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg("-s")
+        .arg(sig)
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Stops `pid` if it still runs `program`: SIGTERM, then SIGKILL after
+/// `grace`. Returns whether it had to be signalled.
+pub fn stop(pid: u32, program: &str, grace: Duration) -> bool {
+    if pid == 0 || !is_running(pid, program) {
+        return false;
+    }
+    signal(pid, "CONT");
+    signal(pid, "TERM");
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if !is_running(pid, program) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(pid, "KILL");
+    let _ = wait_for("process exit", Duration::from_secs(5), || {
+        (!is_running(pid, program)).then_some(())
+    });
+    true
+}
+
+/// Polls `cond` every 100 ms until it returns `Some`, or fails after
+/// `timeout` naming `what`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return Ok(v);
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!("timed out after {timeout:?} waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last `n` lines of a log file, for error messages.
+pub fn log_tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Writes `text` to `path` through a temp file and a rename, so a watcher
+/// never reads half a file. The temp name starts with a dot: the file
+/// datastore skips hidden files.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("{} has no directory", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_time_out_and_report_failures() {
+        let e = run_input(
+            Command::new("sleep").arg("5"),
+            None,
+            Duration::from_millis(200),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("timed out"), "{e}");
+        let e = run(Command::new("sh").args(["-c", "echo boom >&2; exit 3"])).unwrap_err();
+        assert!(e.to_string().contains("boom"), "{e}");
+        let out = run_input(Command::new("cat").arg("-"), Some(b"hi"), COMMAND_TIMEOUT).unwrap();
+        assert_eq!(out.stdout, b"hi");
+    }
+
+    #[test]
+    fn stop_by_pid_checks_the_program() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        let pid = spawn_daemon(c, &dir.path().join("log")).unwrap();
+        assert!(is_running(pid, "sleep"));
+        // A PID whose command line is another program is left alone.
+        assert!(!stop(pid, "bird", Duration::from_millis(100)));
+        assert!(is_running(pid, "sleep"));
+        assert!(stop(pid, "sleep", Duration::from_secs(2)));
+        assert!(!is_running(pid, "sleep"));
+    }
+}
