@@ -21,6 +21,10 @@ pub struct Status {
     pub routes: RouteStatus,
     pub policy: PolicyStatus,
     pub datastore: DatastoreStatus,
+    /// The agent only: ready (first sync of routes and policy done,
+    /// datastore connected); absent for the standalone speaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 /// One BGP peer, like a line of `birdc show protocols all`.
@@ -63,7 +67,9 @@ pub struct RouteStatus {
     /// Tunnel devices in use and their MTUs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub encapsulation: Vec<TunnelStatus>,
-    /// FIB problems (a tunnel the kernel cannot create...), one each.
+    /// Why routes are not (fully) as wanted, one message each: the agent's
+    /// routing config (no Node object, a bad BGPPeer ...) and the FIB's
+    /// own problems (a tunnel the kernel cannot create ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
@@ -93,6 +99,13 @@ pub struct PolicyStatus {
 pub struct DatastoreStatus {
     /// Files or objects that did not load, one message each.
     pub errors: Vec<String>,
+    /// The agent only: whether the datastore is connected now (a file
+    /// datastore always is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// The agent only: since when it is disconnected (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_since: Option<String>,
 }
 
 impl Status {
@@ -174,9 +187,6 @@ impl Status {
                 }
             );
         }
-        for e in &self.routes.errors {
-            let _ = writeln!(out, "  routes error: {e}");
-        }
         let _ = writeln!(
             out,
             "policy: {} policies, {} workloads",
@@ -185,8 +195,21 @@ impl Status {
         for e in &self.policy.errors {
             let _ = writeln!(out, "  policy error: {e}");
         }
+        for e in &self.routes.errors {
+            let _ = writeln!(out, "  routing error: {e}");
+        }
+        if self.datastore.connected == Some(false) {
+            let _ = writeln!(
+                out,
+                "datastore disconnected since {}",
+                self.datastore.disconnected_since.as_deref().unwrap_or("?")
+            );
+        }
         for e in &self.datastore.errors {
             let _ = writeln!(out, "  datastore error: {e}");
+        }
+        if self.ready == Some(false) {
+            let _ = writeln!(out, "not ready");
         }
         out
     }
@@ -229,7 +252,9 @@ mod tests {
             policy: PolicyStatus::default(),
             datastore: DatastoreStatus {
                 errors: vec!["pods.yaml: document 2: bad".into()],
+                ..DatastoreStatus::default()
             },
+            ready: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod bgp_testpeer;
 pub mod bgp_util;
 pub mod bird;
 pub mod cluster;
+pub mod cni_util;
 pub mod gobgp;
 pub mod podnet;
 pub mod tortie_bgp;
