@@ -18,36 +18,35 @@
 //!   removes it.
 //! - `fib.enabled: true`: best routes go into the kernel of this network
 //!   namespace (protocol 52, see [`crate::fib`]) from a dedicated thread
-//!   that owns the netlink socket ([`run_fib`]). Routes already there at
-//!   start stay until the speaker has synced (graceful restart: the
-//!   speaker's End-of-RIB wait when restarting; otherwise every peer
-//!   Established for 2 s, at most 10 s after start); SIGTERM and SIGKILL
-//!   leave them in place. Every `fib.resyncSeconds` a dump repairs drift.
+//!   that owns the netlink socket ([`crate::fib::service`]). Routes already
+//!   there at start stay until the speaker has synced
+//!   ([`crate::fib::sync`]: the speaker's End-of-RIB wait when restarting;
+//!   otherwise every peer's End-of-RIB, or Established for 2 s, at most
+//!   10 s after start); SIGTERM and SIGKILL leave them in place. Every
+//!   `fib.resyncSeconds` a dump repairs drift. `fib.pools` and
+//!   `fib.underlay` ask for IP-in-IP or VXLAN per pool.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use tortie_bgp::rib::FibChange;
 use tortie_bgp::rib::{
     Action as RuleAction, Filter, Match, MaxPrefix, MaxPrefixAction, PathAttrs, PrefixMatch, Rule,
 };
 use tortie_bgp::runtime::{self, RuntimeConfig};
 use tortie_bgp::speaker::{Originate, PeerSettings, SpeakerConfig, Transport};
 use tortie_bgp::wire::{Asn, Community, Family, LargeCommunity, Prefix};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
-use crate::fib::netlink::RouteSocket;
-use crate::fib::route::MAIN_TABLE;
-use crate::fib::speaker::fib_route;
-use crate::fib::{Reconciler, RouteKey, RTPROT_TORTIE};
+use crate::fib::encap::PoolEncap;
+use crate::fib::service::FibHandle;
+use crate::fib::sync::{watch_sync, SyncDecision, NOT_RESTARTING_SYNC_BOUND};
 use crate::resources::{
     AddPaths, BGPPeerSpec, FamilyName, FilterAction, FilterRuleSpec, MatchOperator,
     MaxPrefixesAction, SpeakerConfigSpec,
 };
+use crate::routing::Routing;
 use crate::status_client;
 
 /// Arguments of `tortie bgp`.
@@ -88,17 +87,11 @@ pub struct Loaded {
     pub fib: Option<FibSettings>,
 }
 
-/// What `fib:` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FibSettings {
-    /// Period of the kernel dump that repairs drift.
-    pub resync: Duration,
-    /// Originated prefixes get a blackhole route.
-    pub blackhole_originated: bool,
-}
+/// What `fib:` asks for (the FIB service's settings).
+pub use crate::fib::service::FibSettings;
 
 /// Name of the graceful-restart marker in the state dir.
-pub const RESTART_MARKER: &str = "bgp-restart";
+pub use crate::routing::RESTART_MARKER;
 
 /// Runs the speaker until SIGTERM.
 pub fn run(args: Args) -> Result<()> {
@@ -111,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(run_async(args))
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal: logs redirected to a file stay greppable.
@@ -404,9 +397,32 @@ pub fn convert(spec: &SpeakerConfigSpec) -> Result<Loaded> {
             if secs == 0 {
                 bail!("fib.resyncSeconds: 0 is not allowed (at least 1 s)");
             }
+            let pools = f
+                .pools
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let cidr = parse_prefix(&format!("fib.pools[{i}].cidr"), &p.cidr)?;
+                    Ok(PoolEncap {
+                        cidr: ipnet::IpNet::from(cidr),
+                        mode: p.encapsulation,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let underlay = f
+                .underlay
+                .as_deref()
+                .map(|u| {
+                    u.trim().parse::<ipnet::IpNet>().map_err(|_| {
+                        anyhow!("fib.underlay: {u} is not ADDR/LEN (the node's address and subnet, like 192.0.2.11/24)")
+                    })
+                })
+                .transpose()?;
             Some(FibSettings {
                 resync: Duration::from_secs(secs),
                 blackhole_originated: f.blackhole_originated.unwrap_or(true),
+                pools,
+                underlay,
             })
         }
     };
@@ -479,39 +495,6 @@ pub fn convert(spec: &SpeakerConfigSpec) -> Result<Loaded> {
     })
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Whether the marker says we are restarting within `restart_time`.
-fn restarting(state_dir: &Path, restart_time: Option<Duration>) -> bool {
-    let Some(t) = restart_time else {
-        return false;
-    };
-    let Ok(text) = std::fs::read_to_string(state_dir.join(RESTART_MARKER)) else {
-        return false;
-    };
-    let Ok(last) = text.trim().parse::<u64>() else {
-        return false;
-    };
-    unix_now().saturating_sub(last) <= t.as_secs()
-}
-
-fn write_marker(state_dir: &Path) {
-    let path = state_dir.join(RESTART_MARKER);
-    let tmp = state_dir.join(format!("{RESTART_MARKER}.tmp"));
-    let r = std::fs::write(&tmp, format!("{}\n", unix_now()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = r {
-        warn!(
-            "cannot write the graceful-restart marker {}: {e}",
-            path.display()
-        );
-    }
-}
-
 async fn run_async(args: Args) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let loaded = load(&args.config)?;
@@ -524,104 +507,70 @@ async fn run_async(args: Args) -> Result<()> {
             args.state_dir.display()
         );
     }
-    let mut cfg = loaded.runtime.clone();
-    cfg.speaker.restarting = state_ok && restarting(&args.state_dir, loaded.max_restart_time);
-    if cfg.speaker.restarting {
-        info!(
-            "graceful restart marker found in {}: restarting gracefully",
-            args.state_dir.display()
-        );
-    }
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let counters = Arc::new(FibCounters::default());
-    let mut fib_thread = None;
-    let fib_tx = match loaded.fib {
+    let fib = match &loaded.fib {
         None => None,
-        Some(settings) => {
-            let (tx, rx) = std::sync::mpsc::channel();
-            let synced = Arc::new(AtomicBool::new(false));
-            let stop = Arc::new(AtomicBool::new(false));
-            let (s, st, c) = (
-                Arc::clone(&synced),
-                Arc::clone(&stop),
-                Arc::clone(&counters),
-            );
-            let join = std::thread::Builder::new()
-                .name("tortie-fib".into())
-                .spawn(move || {
-                    if let Err(e) = run_fib(settings, rx, &s, &st, &c) {
-                        error!("FIB: {e:#}; routes are no longer programmed");
-                    }
-                })
-                .context("starting the FIB thread")?;
-            fib_thread = Some((stop, join));
-            Some((tx, synced))
-        }
+        Some(settings) => Some(crate::fib::service::spawn(settings.clone())?),
     };
-    let (handle, mut task) =
-        runtime::start_with_fib(cfg.clone(), fib_tx.as_ref().map(|(tx, _)| tx.clone()))
-            .await
-            .context("starting the BGP speaker")?;
-    if let Some((_, synced)) = fib_tx {
-        let bound = if cfg.speaker.restarting {
+    let mut routing = Routing::start(
+        &loaded,
+        state_ok.then_some(args.state_dir.as_path()),
+        fib.as_ref().map(FibHandle::changes_sender),
+    )
+    .await?;
+    let handle = routing.handle().clone();
+    if let Some(fib) = &fib {
+        let bound = if routing.restarting() {
             loaded.max_restart_time.unwrap_or(NOT_RESTARTING_SYNC_BOUND)
         } else {
             NOT_RESTARTING_SYNC_BOUND
         };
         tokio::spawn(watch_sync(
             handle.clone(),
-            cfg.speaker.restarting,
-            bound,
-            synced,
+            SyncDecision {
+                restarting: routing.restarting(),
+                bound,
+            },
+            fib.clone(),
         ));
     }
     info!(
         "tortie bgp: {} router id {}, {} peers, listening on {:?}",
-        cfg.speaker.asn,
-        cfg.speaker.router_id,
-        cfg.peers.len(),
+        loaded.runtime.speaker.asn,
+        loaded.runtime.speaker.router_id,
+        loaded.runtime.peers.len(),
         handle.listen_addrs()
     );
     let sock = args.run_dir.join("agent.sock");
-    let server = serve_status(&sock, handle.clone(), Arc::clone(&counters))
+    let server = serve_status(&sock, handle.clone(), fib.clone())
         .with_context(|| format!("cannot serve status on {}", sock.display()))?;
-    if state_ok {
-        write_marker(&args.state_dir);
-    }
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
-    let mut current = cfg;
     let result = loop {
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", args.config.display());
                 match load(&args.config) {
                     Ok(new) => {
-                        if new.runtime.listen != loaded.runtime.listen {
-                            warn!("listenAddresses/listenPort changes need a restart; keeping {:?}", handle.listen_addrs());
-                        }
-                        let mut speaker = new.runtime.speaker.clone();
-                        speaker.restarting = current.speaker.restarting;
-                        // The FIB thread exists or not from the start; a
-                        // stream nobody drains would only grow.
-                        speaker.track_fib = current.speaker.track_fib;
                         if new.fib != loaded.fib {
                             warn!("fib changes need a restart; keeping the settings of the start");
                         }
-                        if handle.reconfigure(speaker, new.runtime.peers.clone()).await.is_err() {
-                            break Err(anyhow!("the BGP speaker stopped"));
+                        match routing.reconfigure(&new).await {
+                            Ok(ignored) => {
+                                if ignored.listen.is_some() {
+                                    warn!("listenAddresses/listenPort changes need a restart; keeping {:?}", handle.listen_addrs());
+                                }
+                                info!("configuration reloaded: {} peers", new.runtime.peers.len());
+                            }
+                            Err(e) => break Err(e),
                         }
-                        current = new.runtime;
-                        info!("configuration reloaded: {} peers", current.peers.len());
                     }
                     Err(e) => error!("configuration not reloaded, keeping the running one: {e:#}"),
                 }
             }
             _ = term.recv() => break Ok("SIGTERM"),
             _ = int.recv() => break Ok("SIGINT"),
-            _ = heartbeat.tick() => if state_ok { write_marker(&args.state_dir) },
-            r = &mut task => break Err(anyhow!("the BGP speaker stopped unexpectedly: {r:?}")),
+            why = routing.stopped() => break Err(anyhow!("{why} unexpectedly")),
         }
     };
     server.abort();
@@ -631,214 +580,32 @@ async fn run_async(args: Args) -> Result<()> {
             // Closing the sessions withdraws the peers' routes from the
             // RIB; the kernel must keep them (the next start is a graceful
             // restart for forwarding), so the FIB thread stops first.
-            if let Some((stop, join)) = fib_thread {
-                stop.store(true, Ordering::Release);
-                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-                while !join.is_finished() && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                if !join.is_finished() {
+            if let Some(fib) = &fib {
+                if !fib.stop(Duration::from_secs(2)).await {
                     warn!("FIB: the FIB thread did not stop within 2 s; routes may be withdrawn from the kernel");
                 }
             }
             info!("{sig}: closing every session (Cease / Administrative Shutdown)");
-            let _ = handle.shutdown("tortie is shutting down").await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-            if state_ok {
-                let _ = std::fs::remove_file(args.state_dir.join(RESTART_MARKER));
-            }
+            routing.shutdown("tortie is shutting down", true).await;
             Ok(())
         }
         Err(e) => Err(e),
     }
 }
 
-/// Route counts the FIB thread publishes for the status document.
-#[derive(Debug, Default)]
-pub struct FibCounters {
-    /// Routes the kernel holds as tortie wants them.
-    pub installed: AtomicU64,
-    /// Routes the kernel refused (being retried).
-    pub failed: AtomicU64,
-}
-
-/// Without a graceful restart there is no End-of-RIB wait in the speaker
-/// to follow; the FIB keeps the routes it found at most this long.
-const NOT_RESTARTING_SYNC_BOUND: Duration = Duration::from_secs(10);
-/// ... or until every peer has been Established this long (its initial
-/// table has then been received in practice: updates follow the OPEN
-/// exchange at once).
-const ESTABLISHED_SETTLE: Duration = Duration::from_secs(2);
-
-/// Decides when the speaker has synced and raises `synced`: restarting,
-/// when the speaker ends its End-of-RIB deferral (which the speaker
-/// bounds by the restart time); otherwise when every peer has been
-/// Established for [`ESTABLISHED_SETTLE`], or after `bound`.
-async fn watch_sync(
-    handle: runtime::Handle,
-    restarting: bool,
-    bound: Duration,
-    synced: Arc<AtomicBool>,
-) {
-    use tortie_bgp::fsm::State;
-    let start = tokio::time::Instant::now();
-    let mut all_up_since: Option<tokio::time::Instant> = None;
-    let why = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = tokio::time::Instant::now();
-        if now.duration_since(start) >= bound {
-            break "timed out waiting for the peers";
-        }
-        let Ok(r) = handle.status(false).await else {
-            return;
-        };
-        if restarting {
-            if !r.deferring {
-                break "every established peer sent End-of-RIB";
-            }
-            continue;
-        }
-        let all_up = !r.peers.is_empty() && r.peers.iter().all(|p| p.state == State::Established);
-        if !all_up {
-            all_up_since = None;
-            continue;
-        }
-        let since = *all_up_since.get_or_insert(now);
-        if now.duration_since(since) >= ESTABLISHED_SETTLE {
-            break "every peer is established";
-        }
-    };
-    info!("FIB: synced ({why}); routes not re-learned are removed now");
-    synced.store(true, Ordering::Release);
-}
-
-/// The FIB thread: owns the netlink socket, feeds best-route changes to
-/// the [`Reconciler`] and applies its plans in batches; dumps the kernel
-/// every `resync` to repair drift. Ends when the speaker drops its sender
-/// or `stop` is raised (before it applies anything more).
-pub fn run_fib(
-    settings: FibSettings,
-    rx: std::sync::mpsc::Receiver<Vec<FibChange>>,
-    synced: &AtomicBool,
-    stop: &AtomicBool,
-    counters: &FibCounters,
-) -> Result<()> {
-    use std::sync::mpsc::RecvTimeoutError;
-    use std::time::Instant;
-    let mut sock = RouteSocket::open().context("opening the netlink route socket")?;
-    let mut rec = Reconciler::new();
-    let found = sock
-        .dump(RTPROT_TORTIE)
-        .context("dumping the kernel's routes")?;
-    info!(
-        "FIB: {} routes of protocol {RTPROT_TORTIE} found in the kernel; kept until the speaker has synced",
-        found.len()
-    );
-    rec.observe_dump(found);
-    let mut next_resync = Instant::now() + settings.resync;
-    let apply_changes = |rec: &mut Reconciler, batch: Vec<FibChange>| {
-        for c in batch {
-            match fib_route(&c, settings.blackhole_originated) {
-                Some(r) => rec.set(r),
-                None => rec.remove(RouteKey {
-                    table: MAIN_TABLE,
-                    dst: ipnet::IpNet::from(c.prefix).trunc(),
-                }),
-            }
-        }
-    };
-    loop {
-        let now = Instant::now();
-        // Wake for the resync, a retry, or to notice the sync flag.
-        let mut wake = next_resync.min(now + Duration::from_millis(200));
-        if let Some(t) = rec.poll_timeout() {
-            wake = wake.min(t);
-        }
-        match rx.recv_timeout(wake.saturating_duration_since(now)) {
-            Ok(batch) => apply_changes(&mut rec, batch),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        // Batch: everything already queued goes into this plan.
-        while let Ok(batch) = rx.try_recv() {
-            apply_changes(&mut rec, batch);
-        }
-        if !rec.is_synced() && synced.load(Ordering::Acquire) {
-            // The changes the speaker made before it synced are queued ahead
-            // of the flag (it is raised after a status answer that follows
-            // them); take them so nothing re-learned is deleted.
-            while let Ok(batch) = rx.try_recv() {
-                apply_changes(&mut rec, batch);
-            }
-            rec.mark_synced();
-        }
-        // Shutting down: whatever the speaker withdraws now stays in the
-        // kernel.
-        if stop.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let now = Instant::now();
-        if now >= next_resync {
-            match sock.dump(RTPROT_TORTIE) {
-                Ok(routes) => rec.observe_dump(routes),
-                Err(e) => warn!("FIB: resync dump failed: {e}"),
-            }
-            next_resync = now + settings.resync;
-        }
-        let ops = rec.plan(now);
-        if !ops.is_empty() {
-            match sock.apply(RTPROT_TORTIE, &ops) {
-                Ok(outcomes) => {
-                    for o in &outcomes {
-                        if let Err(why) = &o.result {
-                            warn!(
-                                "FIB: the kernel refused to {} {}: {why}; retrying with backoff",
-                                o.op.verb(),
-                                o.op.route()
-                            );
-                        }
-                    }
-                    debug!(
-                        "FIB: applied {} ops: {:?}",
-                        outcomes.len(),
-                        outcomes
-                            .iter()
-                            .map(|o| format!("{} {}: {:?}", o.op.verb(), o.op.route(), o.result))
-                            .collect::<Vec<_>>()
-                    );
-                    rec.record(outcomes, now);
-                }
-                Err(e) => {
-                    // Nothing is known about these ops; a dump soon
-                    // re-marks whatever the kernel lacks.
-                    warn!("FIB: applying {} route changes failed: {e}", ops.len());
-                    next_resync = now + Duration::from_secs(1);
-                }
-            }
-        }
-        counters
-            .installed
-            .store(rec.installed() as u64, Ordering::Relaxed);
-        counters
-            .failed
-            .store(rec.failed().len() as u64, Ordering::Relaxed);
-    }
-}
-
-/// The status server of [`status_client::serve`], with the FIB counts.
 fn serve_status(
     path: &Path,
     handle: runtime::Handle,
-    counters: Arc<FibCounters>,
+    fib: Option<FibHandle>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     status_client::serve_with(path, move |line| {
         let handle = handle.clone();
-        let counters = Arc::clone(&counters);
-        async move { answer_status(&line, &handle, &counters).await }
+        let fib = fib.clone();
+        async move { answer_status(&line, &handle, fib.as_ref()).await }
     })
 }
 
-async fn answer_status(line: &str, handle: &runtime::Handle, counters: &FibCounters) -> String {
+async fn answer_status(line: &str, handle: &runtime::Handle, fib: Option<&FibHandle>) -> String {
     let err = |e: String| serde_json::json!({ "error": e }).to_string();
     let req: status_client::Request = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
@@ -855,8 +622,9 @@ async fn answer_status(line: &str, handle: &runtime::Handle, counters: &FibCount
         Err(e) => return err(e.to_string()),
     };
     let mut status = status_client::status_document(&report);
-    status.routes.installed = counters.installed.load(Ordering::Relaxed);
-    status.routes.failed = counters.failed.load(Ordering::Relaxed);
+    if let Some(fib) = fib {
+        status.routes = fib.stats().route_status();
+    }
     let mut doc = match serde_json::to_value(status) {
         Ok(v) => v,
         Err(e) => return err(e.to_string()),
@@ -932,7 +700,9 @@ mod tests {
             l.fib,
             Some(FibSettings {
                 resync: Duration::from_secs(30),
-                blackhole_originated: true
+                blackhole_originated: true,
+                pools: vec![],
+                underlay: None,
             })
         );
         assert!(l.runtime.speaker.track_fib);

@@ -336,6 +336,83 @@ impl Manifests {
         Ok(())
     }
 
+    /// Appends another load's objects (one file's, for a datastore that
+    /// re-reads only changed files), in order. An object already present
+    /// (same kind, namespace and name) is rejected with the same error
+    /// [`Manifests::add_str`] gives, so the merged result equals loading
+    /// the files one after the other.
+    pub fn extend_from(&mut self, other: &Manifests) {
+        fn key_of(kind: &str, meta: &ObjectMeta) -> (String, String, String) {
+            (
+                kind.to_string(),
+                meta.namespace.clone().unwrap_or_default(),
+                meta.name.clone().unwrap_or_default(),
+            )
+        }
+        fn take<T: Clone>(
+            this: &mut Manifests,
+            other: &Manifests,
+            kind: &str,
+            items: &[T],
+            meta: impl Fn(&T) -> &ObjectMeta,
+            push: impl Fn(&mut Manifests, T),
+        ) {
+            for item in items {
+                let key = key_of(kind, meta(item));
+                let Some(source) = other.seen.get(&key) else {
+                    continue;
+                };
+                let source = source.clone();
+                match this.remember(&key.0, &key.1, &key.2, &source) {
+                    Ok(()) => push(this, item.clone()),
+                    Err(e) => this.errors.push(e),
+                }
+            }
+        }
+        take(
+            self,
+            other,
+            "Namespace",
+            &other.namespaces,
+            |o| &o.metadata,
+            |m, o| m.namespaces.push(o),
+        );
+        take(
+            self,
+            other,
+            "Node",
+            &other.nodes,
+            |o| &o.metadata,
+            |m, o| m.nodes.push(o),
+        );
+        take(
+            self,
+            other,
+            "Pod",
+            &other.pods,
+            |o| &o.metadata,
+            |m, o| m.pods.push(o),
+        );
+        take(
+            self,
+            other,
+            "Secret",
+            &other.secrets,
+            |o| &o.metadata,
+            |m, o| m.secrets.push(o),
+        );
+        take(
+            self,
+            other,
+            "NetworkPolicy",
+            &other.network_policies,
+            |o| &o.metadata,
+            |m, o| m.network_policies.push(o),
+        );
+        self.other.extend(other.other.iter().cloned());
+        self.errors.extend(other.errors.iter().cloned());
+    }
+
     /// Number of objects loaded (typed and raw).
     pub fn len(&self) -> usize {
         self.namespaces.len()
@@ -510,6 +587,34 @@ mod tests {
         assert_eq!(snap.local.len(), 1);
         assert_eq!(snap.local[0].pod, "a");
         assert_eq!(snap.local[0].interface, host_interface_name("x", "a"));
+    }
+
+    #[test]
+    fn extending_file_by_file_equals_loading_them_in_order() {
+        let a = "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n---\n\
+                 apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {containers: []}\n";
+        let b = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {containers: []}\n---\n\
+                 apiVersion: v1\nkind: Node\nmetadata: {name: n}\n---\nbad: [\n";
+        let mut whole = Manifests::default();
+        whole.add_str(Path::new("a.yaml"), a);
+        whole.add_str(Path::new("b.yaml"), b);
+        let mut merged = Manifests::default();
+        for (f, t) in [("a.yaml", a), ("b.yaml", b)] {
+            let mut one = Manifests::default();
+            one.add_str(Path::new(f), t);
+            merged.extend_from(&one);
+        }
+        assert_eq!(merged.len(), whole.len());
+        assert_eq!(merged.len(), 3);
+        let errs = |m: &Manifests| {
+            let mut e: Vec<String> = m.errors.iter().map(ToString::to_string).collect();
+            e.sort();
+            e
+        };
+        assert_eq!(errs(&merged), errs(&whole));
+        assert!(errs(&merged)[0].contains(
+            "b.yaml document 1 (Pod x/p): duplicate object, first defined at a.yaml document 2"
+        ));
     }
 
     #[test]

@@ -87,6 +87,26 @@ pub struct FibSpec {
     /// Blackhole routes for the originated prefixes (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blackhole_originated: Option<bool>,
+    /// IP pools and their encapsulation (routes outside every pool are
+    /// plain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<FibPoolSpec>,
+    /// The node's underlay address `ADDR/LEN`: the tunnels' local end and
+    /// the subnet `CrossSubnet` compares next hops with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
+}
+
+/// One entry of `fib.pools`, as `IPPool.spec` spells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FibPoolSpec {
+    /// `ADDR/LEN`.
+    pub cidr: String,
+    /// `None` (default), `IPIP`, `IPIPCrossSubnet`, `VXLAN`,
+    /// `VXLANCrossSubnet`.
+    #[serde(default)]
+    pub encapsulation: crate::fib::encap::Mode,
 }
 
 /// `BGPPeer.spec` (group `tortie.io/v1alpha1`, see [`crate::crd`]), also

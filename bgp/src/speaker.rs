@@ -309,6 +309,9 @@ pub struct PeerSnapshot {
     pub established_count: u64,
     /// Routes kept stale for a restarting peer.
     pub stale: bool,
+    /// The current session has received End-of-RIB (RFC 4724 §2) for
+    /// every negotiated family: the peer's initial table is complete.
+    pub end_of_rib: bool,
 }
 
 /// One path of a prefix, for `tortie status --routes`.
@@ -908,6 +911,12 @@ impl Speaker {
                     last_error,
                     established_count: p.established_count,
                     stale: p.stale_until.is_some(),
+                    end_of_rib: p.session.as_ref().is_some_and(|s| {
+                        s.negotiated
+                            .families
+                            .iter()
+                            .all(|f| s.eor_received.contains(f))
+                    }),
                 }
             })
             .collect()

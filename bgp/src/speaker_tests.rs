@@ -301,6 +301,8 @@ fn ebgp_routes_propagate_with_path_and_next_hop_rewritten_and_withdraw() {
     assert_eq!(net.snap(1, "192.0.2.3").prefixes_advertised, 1);
     // End-of-RIB went out after the (empty) initial dump on every session.
     assert!(net.nodes[2].received[&MessageType::Update] >= 2);
+    assert!(net.snap(2, "192.0.2.2").end_of_rib, "C saw B's End-of-RIB");
+    assert!(net.snap(0, "192.0.2.2").end_of_rib, "A saw B's End-of-RIB");
 
     let now = net.now;
     net.nodes[0].speaker.withdraw(now, pfx("10.244.1.0/24"));

@@ -11,6 +11,8 @@
 pub mod bgp_testpeer;
 pub mod bgp_util;
 pub mod bird;
+pub mod cluster;
+pub mod cni_util;
 pub mod fake_apiserver;
 pub mod gobgp;
 pub mod podnet;

@@ -24,6 +24,13 @@
 //! proxy: `fe80::1` is a real address of the host veth (link-local, so the
 //! same on every veth), added without DAD so it is usable at once.
 //!
+//! Forwarding: IPv4 `ip_forward` is switched on with the first IPv4 pod
+//! (as every CNI plugin does). IPv6 forwarding is only set per host veth:
+//! `net.ipv6.conf.all.forwarding` also turns off router-advertisement
+//! processing on every interface of the node, so turning it on is the
+//! agent's (or operator's) decision — without it pods reach the node over
+//! IPv6 but not each other.
+//!
 //! Owns: creating, checking and removing one pod's interfaces. It never
 //! touches an interface it did not name, and never routes in the host
 //! namespace except through [`install_host_routes`] (tests) — the agent

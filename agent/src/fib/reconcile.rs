@@ -287,6 +287,29 @@ impl Reconciler {
         self.desired.len()
     }
 
+    /// Whether `routes` are in the kernel as given: `Some(Ok)` when every
+    /// one is, `Some(Err(reason))` when the kernel refused one of them or
+    /// another target was asked for its key since, `None` while pending.
+    pub fn state_of(&self, routes: &[KernelRoute]) -> Option<Result<(), String>> {
+        let mut pending = false;
+        for r in routes {
+            if self.desired.get(&r.key) != Some(&r.target) {
+                return Some(Err(format!("{}: replaced by a later request", r.key.dst)));
+            }
+            if let Some(f) = self.failures.get(&r.key) {
+                return Some(Err(format!("{r}: {}", f.reason)));
+            }
+            if !self
+                .kernel
+                .get(&r.key)
+                .is_some_and(|k| r.target.satisfied_by(k))
+            {
+                pending = true;
+            }
+        }
+        (!pending).then_some(Ok(()))
+    }
+
     /// Routes the kernel refused at the last attempt, sorted by key.
     pub fn failed(&self) -> Vec<FailedRoute> {
         let mut v: Vec<FailedRoute> = self
@@ -363,6 +386,40 @@ mod tests {
         ok_all(&mut r, &ops, now);
         assert!(r.plan(now).is_empty(), "converged: nothing more to do");
         assert_eq!(r.installed(), 5);
+    }
+
+    #[test]
+    fn state_of_waits_for_the_kernel_and_reports_refusals() {
+        let now = Instant::now();
+        let mut r = Reconciler::new();
+        let host = KernelRoute::unicast(net("10.244.1.7/32"), vec![NextHop::dev(4)]);
+        let other = KernelRoute::unicast(net("10.244.1.8/32"), vec![NextHop::dev(5)]);
+        r.set(host.clone());
+        r.set(other.clone());
+        assert_eq!(r.state_of(std::slice::from_ref(&host)), None);
+        let ops = r.plan(now);
+        r.record(
+            ops.into_iter().map(|op| OpOutcome {
+                result: if op.route() == &other {
+                    Err("No such device".into())
+                } else {
+                    Ok(())
+                },
+                op,
+            }),
+            now,
+        );
+        assert_eq!(r.state_of(std::slice::from_ref(&host)), Some(Ok(())));
+        assert_eq!(
+            r.state_of(&[host.clone(), other.clone()]),
+            Some(Err("10.244.1.8/32 dev #5: No such device".into()))
+        );
+        r.set(KernelRoute::unicast(
+            net("10.244.1.7/32"),
+            vec![NextHop::dev(9)],
+        ));
+        assert!(matches!(r.state_of(&[host]), Some(Err(_))));
+        assert_eq!(r.state_of(&[]), Some(Ok(())));
     }
 
     #[test]

@@ -706,6 +706,17 @@ impl Lab {
     /// Creates a pod the kubelet way: its Pod object in the manifests, its
     /// netns, CNI ADD, then `status.podIPs` written back. Returns its IPs.
     pub fn create_pod(&mut self, pod: &PodPlan) -> Result<Vec<IpAddr>> {
+        self.prepare_pod(pod)?;
+        let result = self.cni("ADD", pod)?;
+        let ips = cni_result_ips(&result)
+            .with_context(|| format!("CNI ADD for pod {}: result {result}", pod.id()))?;
+        self.finish_pod(pod, &ips)?;
+        Ok(ips)
+    }
+
+    /// The kubelet's part before CNI ADD: the Pod object (bound to its
+    /// node, no IPs yet) and the sandbox's network namespace.
+    pub fn prepare_pod(&mut self, pod: &PodPlan) -> Result<()> {
         if self.state.plan.pod(&pod.namespace, &pod.name).is_none() {
             self.state.plan.pods.push(pod.clone());
         }
@@ -718,16 +729,17 @@ impl Lab {
         if !self.state.namespaces.contains(&pod.netns) {
             self.add_netns(&pod.netns)?;
         }
-        let result = self.cni("ADD", pod)?;
-        let ips = cni_result_ips(&result)
-            .with_context(|| format!("CNI ADD for pod {}: result {result}", pod.id()))?;
+        Ok(())
+    }
+
+    /// The kubelet's part after CNI ADD: `status.podIPs` written back.
+    pub fn finish_pod(&mut self, pod: &PodPlan, ips: &[IpAddr]) -> Result<()> {
         self.write_manifest(
-            &file,
-            &manifests::to_yaml(&[manifests::pod_object(pod, &ips)]),
+            &manifests::pod_file(pod),
+            &manifests::to_yaml(&[manifests::pod_object(pod, ips)]),
         )?;
-        self.state.pod_ips.insert(pod.id(), ips.clone());
-        self.save()?;
-        Ok(ips)
+        self.state.pod_ips.insert(pod.id(), ips.to_vec());
+        self.save()
     }
 
     /// Deletes a pod the kubelet way: CNI DEL, its netns, its Pod object.

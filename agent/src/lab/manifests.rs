@@ -241,4 +241,49 @@ mod tests {
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         assert_eq!(m.network_policies.len(), 2);
     }
+
+    /// The model the agents build from the lab's manifests routes each
+    /// node as the lab's plan says: its own AS, its rack's ToR as the one
+    /// peer; in the flat mesh, every other node.
+    #[test]
+    fn agents_model_routes_the_plan() {
+        let plan = Plan::new(&LabOptions::default());
+        let mut files = initial_files(&plan);
+        files.push((POLICY_FILE.into(), EXAMPLE_POLICIES.into()));
+        let ip: IpAddr = "10.244.1.2".parse().unwrap();
+        for p in &plan.pods {
+            files.push((pod_file(p), to_yaml(&[pod_object(p, &[ip])])));
+        }
+        let model = crate::model::Model::build(&parse(&files), None);
+        assert!(model.errors.is_empty(), "{:?}", model.errors);
+        for (node, asn, peer, peer_as) in [
+            ("n1", 65101, "192.0.2.1", 65001),
+            ("n2", 65102, "192.0.2.1", 65001),
+            ("n3", 65103, "198.51.100.1", 65002),
+        ] {
+            let r = model.node_routing(node).unwrap();
+            assert_eq!(r.speaker.as_number, asn, "{node}");
+            let peers: Vec<_> = r
+                .speaker
+                .peers
+                .iter()
+                .map(|p| (p.peer_ip.as_str(), p.as_number))
+                .collect();
+            assert_eq!(peers, [(peer, peer_as)], "{node}");
+            assert_eq!(r.pod_cidrs.len(), 1);
+            assert_eq!(r.pools.len(), 1);
+        }
+
+        let mesh = Plan::new(&LabOptions {
+            tor: TorKind::None,
+            ..Default::default()
+        });
+        let model = crate::model::Model::build(&parse(&initial_files(&mesh)), None);
+        assert!(model.errors.is_empty(), "{:?}", model.errors);
+        let r = model.node_routing("n2").unwrap();
+        assert_eq!(r.speaker.as_number, CLUSTER_ASN);
+        let mut peers: Vec<_> = r.speaker.peers.iter().map(|p| p.peer_ip.clone()).collect();
+        peers.sort();
+        assert_eq!(peers, ["192.0.2.11", "192.0.2.13"]);
+    }
 }

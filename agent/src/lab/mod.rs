@@ -64,6 +64,10 @@ pub struct UpArgs {
     /// an iBGP full mesh between the nodes.
     #[arg(long, default_value = "bird")]
     pub tor: TorKind,
+    /// Racks (ToRs) the nodes are spread over: 1 or 2 (default 2 with two
+    /// nodes or more).
+    #[arg(long)]
+    pub racks: Option<u32>,
     /// Prefix of every namespace the lab makes.
     #[arg(long, default_value = "tl")]
     pub prefix: String,
@@ -82,6 +86,7 @@ pub fn run(cmd: LabCommand) -> Result<()> {
                 nodes: a.nodes,
                 pods_per_node: a.pods_per_node,
                 tor: a.tor,
+                racks: a.racks,
                 prefix: a.prefix,
                 run_dir: a.run_dir,
             };

@@ -83,6 +83,10 @@ pub struct LabOptions {
     pub nodes: u32,
     pub pods_per_node: u32,
     pub tor: TorKind,
+    /// Racks (1 or 2) the nodes are spread over; default: 2 when there are
+    /// two nodes or more. Ignored with `--tor none`.
+    #[serde(default)]
+    pub racks: Option<u32>,
     /// Prefix of every namespace the lab makes (`PREFIX-n1`, `PREFIX-tor-a`).
     pub prefix: String,
     pub run_dir: PathBuf,
@@ -94,6 +98,7 @@ impl Default for LabOptions {
             nodes: 3,
             pods_per_node: 2,
             tor: TorKind::Bird,
+            racks: None,
             prefix: "tl".into(),
             run_dir: PathBuf::from("/run/tortie-lab"),
         }
@@ -114,6 +119,13 @@ impl LabOptions {
             ));
         }
         valid_prefix(&self.prefix)?;
+        if let Some(r) = self.racks {
+            if !(1..=2).contains(&r) || r > self.nodes {
+                return Err(format!(
+                    "--racks {r}: must be 1 or 2, and no more than --nodes"
+                ));
+            }
+        }
         if self.tor == TorKind::Gobgp {
             return Err(
                 "--tor gobgp: not built yet (gobgpd installs no kernel routes without zebra, \
@@ -270,7 +282,8 @@ impl Plan {
                 uplink: None,
             }],
             TorKind::Bird | TorKind::Gobgp => {
-                let count = if opts.nodes >= 2 { 2 } else { 1 };
+                let default = if opts.nodes >= 2 { 2 } else { 1 };
+                let count = opts.racks.unwrap_or(default).clamp(1, 2) as usize;
                 (0..count)
                     .map(|r| RackPlan {
                         name: RACK_NAMES[r].into(),
@@ -488,6 +501,24 @@ mod tests {
         });
         assert_eq!(plan.racks.len(), 1);
         assert_eq!(plan.racks[0].uplink, None);
+    }
+
+    #[test]
+    fn two_nodes_behind_one_tor() {
+        let plan = Plan::new(&LabOptions {
+            nodes: 2,
+            racks: Some(1),
+            ..Default::default()
+        });
+        assert_eq!(plan.racks.len(), 1);
+        assert_eq!(plan.racks[0].uplink, None);
+        assert!(plan.nodes.iter().all(|n| n.rack == 0));
+        let bad = LabOptions {
+            nodes: 1,
+            racks: Some(2),
+            ..Default::default()
+        };
+        assert!(bad.validate().is_err());
     }
 
     #[test]

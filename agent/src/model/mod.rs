@@ -25,7 +25,7 @@ use crate::crd::{
 };
 use crate::manifests::{Manifests, RawObject, Source};
 
-pub use routing::{NodeRouting, PoolRouting, SECRET_DEFAULT_NAMESPACE};
+pub use routing::{NodeRouting, PoolRouting, RemoteNode, SECRET_DEFAULT_NAMESPACE};
 pub use validate::{
     ObjectError, PeerScope, ValidNode, ValidPeer, ValidPool, ANNOTATION_ASN,
     ANNOTATION_BGP_ADDRESS, ANNOTATION_RR_CLUSTER_ID, DEFAULT_V4_PREFIX_LEN, DEFAULT_V6_PREFIX_LEN,

@@ -92,6 +92,18 @@ fn node_routing_meshes_with_every_other_node_and_announces_pod_cidrs() {
     assert_eq!(r.pools[0].encapsulation, Encapsulation::VXLANCrossSubnet);
     assert!(r.pools[0].nat_outgoing);
     assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let remote: Vec<(&str, String, usize)> = r
+        .remote_nodes
+        .iter()
+        .map(|(n, x)| (n.as_str(), x.bgp_address.to_string(), x.pod_cidrs.len()))
+        .collect();
+    assert_eq!(
+        remote,
+        [
+            ("n2", "192.0.2.12/24".to_string(), 1),
+            ("n3", "198.51.100.13/26".to_string(), 1)
+        ]
+    );
     // The config is one the speaker loads.
     crate::bgp_cmd::convert(&r.speaker).expect("loads");
 
@@ -186,7 +198,7 @@ fn an_explicit_peer_wins_over_the_mesh_for_the_same_address() {
 
 #[test]
 fn passwords_come_from_secrets_and_a_missing_one_only_drops_its_peer() {
-    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: bgp, namespace: kube-system}\n\
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: bgp, namespace: tortie-system}\n\
                   stringData: {tor: \"s3cret\\n\"}\n---\n\
                   apiVersion: v1\nkind: Secret\nmetadata: {name: other, namespace: net}\n\
                   data: {pw: aHVudGVyMg==}\n---\n";
@@ -217,7 +229,7 @@ fn passwords_come_from_secrets_and_a_missing_one_only_drops_its_peer() {
     assert_eq!(r.errors.len(), 2, "{:?}", r.errors);
     assert_eq!(
         r.errors[0],
-        "BGPPeer c: spec.password.secretKeyRef: Secret kube-system/nope does not exist; this peering is left out"
+        "BGPPeer c: spec.password.secretKeyRef: Secret tortie-system/nope does not exist; this peering is left out"
     );
     assert!(
         r.errors[1].contains("has no key \"missing\""),
@@ -225,6 +237,15 @@ fn passwords_come_from_secrets_and_a_missing_one_only_drops_its_peer() {
         r.errors[1]
     );
     crate::bgp_cmd::convert(&r.speaker).expect("loads");
+    let refs: Vec<(String, String)> = m.secret_refs().into_iter().collect();
+    assert_eq!(
+        refs,
+        [
+            ("net".to_string(), "other".to_string()),
+            ("tortie-system".to_string(), "bgp".to_string()),
+            ("tortie-system".to_string(), "nope".to_string()),
+        ]
+    );
 }
 
 #[test]
@@ -456,6 +477,75 @@ fn bgp_address_annotation_and_ipv6_only_nodes() {
 }
 
 #[test]
+fn errors_from_the_kubernetes_datastore_do_not_repeat_kind_and_name() {
+    let mut e = ObjectError::new("BGPPeer", "tor", "spec.peerIP", "bad");
+    e.source = Some(Box::new(Source {
+        file: "kubernetes:BGPPeer/tor".into(),
+        document: 1,
+    }));
+    e.kept_previous = true;
+    assert_eq!(
+        e.to_string(),
+        "BGPPeer tor: spec.peerIP: bad (the previous version stays in force)"
+    );
+}
+
+#[test]
+fn dual_stack_nodes_mesh_once_per_family() {
+    let ds = |name: &str, v4: &str, v6: &str, cidrs: &[&str]| {
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{podCIDRs: [{}]}}\n\
+             status:\n  addresses: [{{type: InternalIP, address: \"{v4}\"}}, {{type: InternalIP, address: \"{v6}\"}}]\n---\n",
+            cidrs.join(", ")
+        )
+    };
+    let text = [
+        ds(
+            "a",
+            "192.0.2.1",
+            "2001:db8::1",
+            &["10.244.1.0/24", "fd00:0:0:1::/64"],
+        ),
+        ds(
+            "b",
+            "192.0.2.2",
+            "2001:db8::2",
+            &["10.244.2.0/24", "fd00:0:0:2::/64"],
+        ),
+        node("c", "192.0.2.3", &["10.244.3.0/24"], ""),
+        pool("v4", "10.244.0.0/16", ""),
+        pool("v6", "fd00::/48", ""),
+    ]
+    .concat();
+    let m = build(&text);
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    let r = m.node_routing("a").expect("routing");
+    let sessions: Vec<String> = r
+        .speaker
+        .peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} from {} {:?}",
+                p.peer_ip,
+                p.source_address.as_deref().unwrap_or("-"),
+                p.families
+            )
+        })
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            "192.0.2.2 from 192.0.2.1 Some([IPv4])",
+            "192.0.2.3 from 192.0.2.1 None",
+            "2001:db8::2 from 2001:db8::1 Some([IPv6])",
+        ]
+    );
+    assert_eq!(r.peer_sources.len(), 3);
+    crate::bgp_cmd::convert(&r.speaker).expect("loads");
+}
+
+#[test]
 fn policy_snapshot_fills_local_pod_ips_from_ipam_until_status_has_them() {
     let text = [
         node("n1", "192.0.2.11", &["10.244.1.0/24"], ""),
@@ -493,4 +583,133 @@ fn policy_snapshot_fills_local_pod_ips_from_ipam_until_status_has_them() {
     assert!(m.pod("x", "new").is_some());
     assert!(m.pod("x", "nope").is_none());
     assert!(m.node("n1").is_some());
+}
+
+mod never_panics {
+    use super::*;
+    use crate::manifests::{RawObject, Source};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u32>().prop_map(Value::from),
+            "[0-9a-fA-F.:/]{0,24}".prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            Just(json!({"matchLabels": {"rack": "a"}})),
+            Just(json!({"matchExpressions": [{"key": "rack", "operator": "In"}]})),
+            Just(json!({"secretKeyRef": {"name": "s", "key": "k"}})),
+            Just(json!([{"cidr": "10.0.0.0/8", "action": "Accept"}])),
+        ]
+    }
+
+    fn spec(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+        proptest::collection::vec((proptest::sample::select(keys), leaf()), 0..6)
+            .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
+    }
+
+    fn raw(kind: &str, name: &str, spec: Value) -> RawObject {
+        RawObject {
+            source: Source {
+                file: "p.yaml".into(),
+                document: 1,
+            },
+            api_version: "tortie.io/v1alpha1".into(),
+            kind: kind.into(),
+            namespace: None,
+            name: Some(name.into()),
+            value: json!({"apiVersion": "tortie.io/v1alpha1", "kind": kind,
+                          "metadata": {"name": name}, "spec": spec}),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn build_routing_and_policy_never_panic(
+            peers in proptest::collection::vec(spec(&["peerIP", "asNumber", "node", "nodeSelector",
+                "password", "holdTime", "keepaliveTime", "ttlSecurity", "sourceAddress",
+                "routeReflectorClient", "importFilters", "families", "bogus"]), 0..4),
+            pools in proptest::collection::vec(spec(&["cidr", "encapsulation", "natOutgoing", "disabled"]), 0..4),
+            conf in spec(&["asNumber", "nodeToNodeMesh", "listenPort", "holdTime", "keepaliveTime"]),
+            nodes in proptest::collection::vec(
+                ("[0-9a-f.:/]{0,20}", "[0-9a-f.:/]{0,20}", "\\PC{0,8}|[0-9]{1,10}", "[0-9.]{0,16}", "[0-9a-f.:/]{0,20}"),
+                0..4),
+        ) {
+            let mut m = Manifests::default();
+            for (i, (ip, addr, asn, cluster, cidr)) in nodes.iter().enumerate() {
+                let node: Node = serde_json::from_value(json!({
+                    "metadata": {"name": format!("n{i}"), "labels": {"rack": "a"},
+                                 "annotations": {"tortie.io/bgp-address": addr, "tortie.io/asn": asn,
+                                                 "tortie.io/route-reflector-cluster-id": cluster}},
+                    "spec": {"podCIDRs": [cidr]},
+                    "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
+                })).expect("node json");
+                m.nodes.push(node);
+            }
+            for (i, p) in peers.into_iter().enumerate() {
+                m.other.push(raw("BGPPeer", &format!("p{i}"), p));
+            }
+            for (i, p) in pools.into_iter().enumerate() {
+                m.other.push(raw("IPPool", &format!("pool{i}"), p));
+            }
+            m.other.push(raw("BGPConfiguration", "default", conf));
+            let first = Model::build(&m, None);
+            let again = Model::build(&m, Some(&first));
+            prop_assert_eq!(&first.errors, &again.errors);
+            for i in 0..nodes.len() {
+                let name = format!("n{i}");
+                if let Ok(r) = again.node_routing(&name) {
+                    // Whatever the model hands out, the speaker accepts.
+                    prop_assert!(crate::bgp_cmd::convert(&r.speaker).is_ok());
+                }
+                let _ = again.policy_snapshot(&name, &BTreeMap::new());
+            }
+        }
+    }
+}
+
+/// `cargo test -p tortie --lib -- --ignored --nocapture model_cost`
+#[test]
+#[ignore = "measurement, not a check"]
+fn model_cost_for_500_nodes_and_5000_pods() {
+    let mut text = String::new();
+    for i in 0..500 {
+        text.push_str(&node(
+            &format!("n{i}"),
+            &format!("10.1.{}.{}", i / 250, i % 250 + 1),
+            &[&format!("10.244.{}.{}/26", i / 4, (i % 4) * 64)],
+            "",
+        ));
+    }
+    for i in 0..5000 {
+        text.push_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: x, labels: {{app: a{}}}}}\n\
+             spec: {{nodeName: n{}, containers: []}}\nstatus: {{podIPs: [{{ip: 10.244.0.1}}]}}\n---\n",
+            i % 7,
+            i % 500
+        ));
+    }
+    text.push_str(&pool("v4", "10.244.0.0/16", ""));
+    let m = manifests(&text);
+    let t = std::time::Instant::now();
+    let first = Model::build(&m, None);
+    eprintln!("Model::build (500 nodes, 5000 pods): {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let again = Model::build(&m, Some(&first));
+    eprintln!("Model::build with previous: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let r = again.node_routing("n7").expect("routing");
+    eprintln!("node_routing (499 mesh peers): {:?}", t.elapsed());
+    assert_eq!(r.speaker.peers.len(), 499);
+    let t = std::time::Instant::now();
+    let s = again.policy_snapshot("n7", &BTreeMap::new());
+    eprintln!(
+        "policy_snapshot: {:?} ({} local)",
+        t.elapsed(),
+        s.local.len()
+    );
 }
