@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use tortie::cni::dataplane::Dataplane;
+use tortie::cni::dataplane::{enable_forwarding, Dataplane};
 use tortie::cni::netns::NetnsHandle;
 use tortie::cni::spec::{code, CniResult, Command};
 use tortie::cni::{CniReply, CniServer};
@@ -43,11 +43,10 @@ impl Node {
         let host = Netns::new("cnh")?;
         host.run("ip", &["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
         host.run("ip", &["addr", "add", "2001:db8::1/128", "dev", "lo"])?;
-        // IPv6 forwarding is global (it changes RA handling on every
-        // interface), so the node's operator or agent turns it on, not the
-        // per-pod wiring.
-        host.run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
         let ctx = TestCtx::new(&host, cidrs)?;
+        // IPv6 forwarding is global (it changes RA handling on every
+        // interface), so the agent turns it on, not the per-pod wiring.
+        enable_forwarding(&ctx.host, true)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
