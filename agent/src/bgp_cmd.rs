@@ -28,7 +28,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use tortie_bgp::rib::{
@@ -46,6 +46,7 @@ use crate::resources::{
     AddPaths, BGPPeerSpec, FamilyName, FilterAction, FilterRuleSpec, MatchOperator,
     MaxPrefixesAction, SpeakerConfigSpec,
 };
+use crate::routing::Routing;
 use crate::status_client;
 
 /// Arguments of `tortie bgp`.
@@ -90,7 +91,7 @@ pub struct Loaded {
 pub use crate::fib::service::FibSettings;
 
 /// Name of the graceful-restart marker in the state dir.
-pub const RESTART_MARKER: &str = "bgp-restart";
+pub use crate::routing::RESTART_MARKER;
 
 /// Runs the speaker until SIGTERM.
 pub fn run(args: Args) -> Result<()> {
@@ -103,7 +104,7 @@ pub fn run(args: Args) -> Result<()> {
     rt.block_on(run_async(args))
 }
 
-fn init_logging(format: LogFormat) {
+pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colour only on a terminal: logs redirected to a file stay greppable.
@@ -494,39 +495,6 @@ pub fn convert(spec: &SpeakerConfigSpec) -> Result<Loaded> {
     })
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Whether the marker says we are restarting within `restart_time`.
-fn restarting(state_dir: &Path, restart_time: Option<Duration>) -> bool {
-    let Some(t) = restart_time else {
-        return false;
-    };
-    let Ok(text) = std::fs::read_to_string(state_dir.join(RESTART_MARKER)) else {
-        return false;
-    };
-    let Ok(last) = text.trim().parse::<u64>() else {
-        return false;
-    };
-    unix_now().saturating_sub(last) <= t.as_secs()
-}
-
-fn write_marker(state_dir: &Path) {
-    let path = state_dir.join(RESTART_MARKER);
-    let tmp = state_dir.join(format!("{RESTART_MARKER}.tmp"));
-    let r = std::fs::write(&tmp, format!("{}\n", unix_now()))
-        .and_then(|()| std::fs::rename(&tmp, &path));
-    if let Err(e) = r {
-        warn!(
-            "cannot write the graceful-restart marker {}: {e}",
-            path.display()
-        );
-    }
-}
-
 async fn run_async(args: Args) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let loaded = load(&args.config)?;
@@ -539,14 +507,6 @@ async fn run_async(args: Args) -> Result<()> {
             args.state_dir.display()
         );
     }
-    let mut cfg = loaded.runtime.clone();
-    cfg.speaker.restarting = state_ok && restarting(&args.state_dir, loaded.max_restart_time);
-    if cfg.speaker.restarting {
-        info!(
-            "graceful restart marker found in {}: restarting gracefully",
-            args.state_dir.display()
-        );
-    }
     let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
@@ -554,12 +514,15 @@ async fn run_async(args: Args) -> Result<()> {
         None => None,
         Some(settings) => Some(crate::fib::service::spawn(settings.clone())?),
     };
-    let (handle, mut task) =
-        runtime::start_with_fib(cfg.clone(), fib.as_ref().map(FibHandle::changes_sender))
-            .await
-            .context("starting the BGP speaker")?;
+    let mut routing = Routing::start(
+        &loaded,
+        state_ok.then_some(args.state_dir.as_path()),
+        fib.as_ref().map(FibHandle::changes_sender),
+    )
+    .await?;
+    let handle = routing.handle().clone();
     if let Some(fib) = &fib {
-        let bound = if cfg.speaker.restarting {
+        let bound = if routing.restarting() {
             loaded.max_restart_time.unwrap_or(NOT_RESTARTING_SYNC_BOUND)
         } else {
             NOT_RESTARTING_SYNC_BOUND
@@ -567,7 +530,7 @@ async fn run_async(args: Args) -> Result<()> {
         tokio::spawn(watch_sync(
             handle.clone(),
             SyncDecision {
-                restarting: cfg.speaker.restarting,
+                restarting: routing.restarting(),
                 bound,
             },
             fib.clone(),
@@ -575,49 +538,39 @@ async fn run_async(args: Args) -> Result<()> {
     }
     info!(
         "tortie bgp: {} router id {}, {} peers, listening on {:?}",
-        cfg.speaker.asn,
-        cfg.speaker.router_id,
-        cfg.peers.len(),
+        loaded.runtime.speaker.asn,
+        loaded.runtime.speaker.router_id,
+        loaded.runtime.peers.len(),
         handle.listen_addrs()
     );
     let sock = args.run_dir.join("agent.sock");
     let server = serve_status(&sock, handle.clone(), fib.clone())
         .with_context(|| format!("cannot serve status on {}", sock.display()))?;
-    if state_ok {
-        write_marker(&args.state_dir);
-    }
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
-    let mut current = cfg;
     let result = loop {
         tokio::select! {
             _ = hup.recv() => {
                 info!("SIGHUP: reloading {}", args.config.display());
                 match load(&args.config) {
                     Ok(new) => {
-                        if new.runtime.listen != loaded.runtime.listen {
-                            warn!("listenAddresses/listenPort changes need a restart; keeping {:?}", handle.listen_addrs());
-                        }
-                        let mut speaker = new.runtime.speaker.clone();
-                        speaker.restarting = current.speaker.restarting;
-                        // The FIB thread exists or not from the start; a
-                        // stream nobody drains would only grow.
-                        speaker.track_fib = current.speaker.track_fib;
                         if new.fib != loaded.fib {
                             warn!("fib changes need a restart; keeping the settings of the start");
                         }
-                        if handle.reconfigure(speaker, new.runtime.peers.clone()).await.is_err() {
-                            break Err(anyhow!("the BGP speaker stopped"));
+                        match routing.reconfigure(&new).await {
+                            Ok(ignored) => {
+                                if ignored.listen.is_some() {
+                                    warn!("listenAddresses/listenPort changes need a restart; keeping {:?}", handle.listen_addrs());
+                                }
+                                info!("configuration reloaded: {} peers", new.runtime.peers.len());
+                            }
+                            Err(e) => break Err(e),
                         }
-                        current = new.runtime;
-                        info!("configuration reloaded: {} peers", current.peers.len());
                     }
                     Err(e) => error!("configuration not reloaded, keeping the running one: {e:#}"),
                 }
             }
             _ = term.recv() => break Ok("SIGTERM"),
             _ = int.recv() => break Ok("SIGINT"),
-            _ = heartbeat.tick() => if state_ok { write_marker(&args.state_dir) },
-            r = &mut task => break Err(anyhow!("the BGP speaker stopped unexpectedly: {r:?}")),
+            why = routing.stopped() => break Err(anyhow!("{why} unexpectedly")),
         }
     };
     server.abort();
@@ -633,18 +586,13 @@ async fn run_async(args: Args) -> Result<()> {
                 }
             }
             info!("{sig}: closing every session (Cease / Administrative Shutdown)");
-            let _ = handle.shutdown("tortie is shutting down").await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-            if state_ok {
-                let _ = std::fs::remove_file(args.state_dir.join(RESTART_MARKER));
-            }
+            routing.shutdown("tortie is shutting down", true).await;
             Ok(())
         }
         Err(e) => Err(e),
     }
 }
 
-/// The status server of [`status_client::serve`], with the FIB counts.
 fn serve_status(
     path: &Path,
     handle: runtime::Handle,
@@ -675,9 +623,7 @@ async fn answer_status(line: &str, handle: &runtime::Handle, fib: Option<&FibHan
     };
     let mut status = status_client::status_document(&report);
     if let Some(fib) = fib {
-        let stats = fib.stats();
-        status.routes.installed = stats.installed;
-        status.routes.failed = stats.failed;
+        status.routes = fib.stats().route_status();
     }
     let mut doc = match serde_json::to_value(status) {
         Ok(v) => v,

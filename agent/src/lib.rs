@@ -5,6 +5,7 @@
 pub mod bgp_cmd;
 pub mod cni;
 pub mod crd;
+pub mod daemon;
 pub mod datastore;
 pub mod fib;
 pub mod ipam;
@@ -12,5 +13,6 @@ pub mod lab;
 pub mod manifests;
 pub mod model;
 pub mod resources;
+pub mod routing;
 pub mod status;
 pub mod status_client;

@@ -21,6 +21,10 @@ pub struct Status {
     pub routes: RouteStatus,
     pub policy: PolicyStatus,
     pub datastore: DatastoreStatus,
+    /// The agent only: ready (first sync of routes and policy done,
+    /// datastore connected); absent for the standalone speaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 /// One BGP peer, like a line of `birdc show protocols all`.
@@ -56,6 +60,27 @@ pub struct RouteStatus {
     /// Routes the kernel refused at the last attempt.
     #[serde(default)]
     pub failed: u64,
+    /// MTU for pod interfaces: the underlay device's minus the largest
+    /// tunnel overhead in use (absent until the underlay device is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Tunnel devices in use and their MTUs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encapsulation: Vec<TunnelStatus>,
+    /// Why routes are not (fully) as wanted, one message each: the agent's
+    /// routing config (no Node object, a bad BGPPeer ...) and the FIB's
+    /// own problems (a tunnel the kernel cannot create ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// One tunnel device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelStatus {
+    /// `vxlan.tortie`, `ipip.tortie`.
+    pub device: String,
+    pub mtu: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +99,13 @@ pub struct PolicyStatus {
 pub struct DatastoreStatus {
     /// Files or objects that did not load, one message each.
     pub errors: Vec<String>,
+    /// The agent only: whether the datastore is connected now (a file
+    /// datastore always is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected: Option<bool>,
+    /// The agent only: since when it is disconnected (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnected_since: Option<String>,
 }
 
 impl Status {
@@ -138,6 +170,23 @@ impl Status {
                 String::new()
             }
         );
+        if let Some(mtu) = self.routes.mtu {
+            let tunnels: Vec<String> = self
+                .routes
+                .encapsulation
+                .iter()
+                .map(|t| format!("{} mtu {}", t.device, t.mtu))
+                .collect();
+            let _ = writeln!(
+                out,
+                "pod mtu {mtu}{}",
+                if tunnels.is_empty() {
+                    String::new()
+                } else {
+                    format!(", tunnels: {}", tunnels.join(", "))
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "policy: {} policies, {} workloads",
@@ -146,8 +195,21 @@ impl Status {
         for e in &self.policy.errors {
             let _ = writeln!(out, "  policy error: {e}");
         }
+        for e in &self.routes.errors {
+            let _ = writeln!(out, "  routing error: {e}");
+        }
+        if self.datastore.connected == Some(false) {
+            let _ = writeln!(
+                out,
+                "datastore disconnected since {}",
+                self.datastore.disconnected_since.as_deref().unwrap_or("?")
+            );
+        }
         for e in &self.datastore.errors {
             let _ = writeln!(out, "  datastore error: {e}");
+        }
+        if self.ready == Some(false) {
+            let _ = writeln!(out, "not ready");
         }
         out
     }
@@ -185,11 +247,14 @@ mod tests {
             routes: RouteStatus {
                 installed: 3,
                 failed: 0,
+                ..RouteStatus::default()
             },
             policy: PolicyStatus::default(),
             datastore: DatastoreStatus {
                 errors: vec!["pods.yaml: document 2: bad".into()],
+                ..DatastoreStatus::default()
             },
+            ready: None,
         }
     }
 

@@ -7,6 +7,13 @@
 //! node that is no reflector) take the other sessions down; such a peer is
 //! left out and reported in [`NodeRouting::errors`].
 //!
+//! The node mesh: one session to every other node with a BGP address
+//! (`tortie.io/bgp-address`, else its first InternalIP, IPv4 preferred,
+//! with a /24 or /64 prefix length), from our BGP address, with graceful
+//! restart. Dual-stack nodes (IPv4 BGP addresses and an IPv6 InternalIP on
+//! both ends) get a second, IPv6-only session between their IPv6
+//! addresses, and the IPv4 session carries IPv4 only.
+//!
 //! Route reflectors: a node annotated `tortie.io/route-reflector-cluster-id`
 //! gets that cluster id and reflects for the BGPPeers marked
 //! `routeReflectorClient`; the node mesh stays a full mesh (mesh sessions
@@ -22,7 +29,8 @@ use super::validate::ValidNode;
 use super::Model;
 use crate::crd::Encapsulation;
 use crate::resources::{
-    BGPPeerSpec, FibSpec, GracefulRestartSpec, OriginateSpec, PasswordSpec, SpeakerConfigSpec,
+    BGPPeerSpec, FamilyName, FibSpec, GracefulRestartSpec, OriginateSpec, PasswordSpec,
+    SpeakerConfigSpec,
 };
 
 /// Namespace of a `secretKeyRef` that names none: where tortie is
@@ -137,6 +145,7 @@ impl Model {
         }
 
         if settings.node_to_node_mesh {
+            let my_v6 = me.ipv6_session_address();
             for other in self.nodes.values() {
                 if other.name == node {
                     continue;
@@ -144,36 +153,36 @@ impl Model {
                 let Some(addr) = other.bgp_address else {
                     continue;
                 };
+                let asn = other.asn.unwrap_or(settings.as_number);
                 let ip = addr.addr();
-                if ip == my_ip || peer_sources.contains_key(&ip) {
-                    continue;
+                // Dual-stack nodes (IPv4 BGP addresses, IPv6 InternalIPs on
+                // both ends) get one session per family: an IPv6 route
+                // learned over IPv4 carries an IPv4-mapped next hop the
+                // kernel cannot route via.
+                let v6_pair = match (ip, my_ip, my_v6, other.ipv6_session_address()) {
+                    (IpAddr::V4(_), IpAddr::V4(_), Some(mine), Some(theirs)) => {
+                        Some((mine, theirs))
+                    }
+                    _ => None,
+                };
+                let families = v6_pair.map(|_| vec![FamilyName::IPv4]);
+                if ip != my_ip && !peer_sources.contains_key(&ip) {
+                    peer_sources.insert(ip, "mesh".to_string());
+                    peers.push(mesh_peer(&other.name, ip, asn, my_ip, families));
                 }
-                peer_sources.insert(ip, "mesh".to_string());
-                peers.push(BGPPeerSpec {
-                    name: Some(format!("mesh {}", other.name)),
-                    peer_ip: ip.to_string(),
-                    as_number: other.asn.unwrap_or(settings.as_number),
-                    node: None,
-                    node_selector: None,
-                    password: None,
-                    hold_time: None,
-                    keepalive_time: None,
-                    ttl_security: None,
-                    source_address: (ip.is_ipv4() == my_ip.is_ipv4()).then(|| my_ip.to_string()),
-                    passive: None,
-                    graceful_restart: Some(GracefulRestartSpec {
-                        enabled: true,
-                        restart_time: Some(MESH_RESTART_TIME),
-                    }),
-                    max_prefixes: None,
-                    max_prefixes_action: None,
-                    route_reflector_client: None,
-                    next_hop_self: None,
-                    families: None,
-                    add_paths: None,
-                    import_filters: Vec::new(),
-                    export_filters: Vec::new(),
-                });
+                if let Some((mine, theirs)) = v6_pair {
+                    let ip6 = IpAddr::V6(theirs);
+                    if theirs != mine && !peer_sources.contains_key(&ip6) {
+                        peer_sources.insert(ip6, "mesh".to_string());
+                        peers.push(mesh_peer(
+                            &other.name,
+                            ip6,
+                            asn,
+                            IpAddr::V6(mine),
+                            Some(vec![FamilyName::IPv6]),
+                        ));
+                    }
+                }
             }
         }
         peers.sort_by(|a, b| a.peer_ip.cmp(&b.peer_ip));
@@ -327,6 +336,43 @@ impl Model {
             value: Some(value),
             secret_key_ref: None,
         }))
+    }
+}
+
+/// One node-to-node session.
+fn mesh_peer(
+    node: &str,
+    ip: IpAddr,
+    asn: u32,
+    local: IpAddr,
+    families: Option<Vec<FamilyName>>,
+) -> BGPPeerSpec {
+    BGPPeerSpec {
+        name: Some(format!("mesh {node}")),
+        peer_ip: ip.to_string(),
+        as_number: asn,
+        node: None,
+        node_selector: None,
+        password: None,
+        hold_time: None,
+        keepalive_time: None,
+        ttl_security: None,
+        // Sessions from the BGP address, so the peer sees the address it
+        // expects whatever route the kernel picks.
+        source_address: (ip.is_ipv4() == local.is_ipv4()).then(|| local.to_string()),
+        passive: None,
+        graceful_restart: Some(GracefulRestartSpec {
+            enabled: true,
+            restart_time: Some(MESH_RESTART_TIME),
+        }),
+        max_prefixes: None,
+        max_prefixes_action: None,
+        route_reflector_client: None,
+        next_hop_self: None,
+        families,
+        add_paths: None,
+        import_filters: Vec::new(),
+        export_filters: Vec::new(),
     }
 }
 

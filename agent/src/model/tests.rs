@@ -477,6 +477,75 @@ fn bgp_address_annotation_and_ipv6_only_nodes() {
 }
 
 #[test]
+fn errors_from_the_kubernetes_datastore_do_not_repeat_kind_and_name() {
+    let mut e = ObjectError::new("BGPPeer", "tor", "spec.peerIP", "bad");
+    e.source = Some(Box::new(Source {
+        file: "kubernetes:BGPPeer/tor".into(),
+        document: 1,
+    }));
+    e.kept_previous = true;
+    assert_eq!(
+        e.to_string(),
+        "BGPPeer tor: spec.peerIP: bad (the previous version stays in force)"
+    );
+}
+
+#[test]
+fn dual_stack_nodes_mesh_once_per_family() {
+    let ds = |name: &str, v4: &str, v6: &str, cidrs: &[&str]| {
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{podCIDRs: [{}]}}\n\
+             status:\n  addresses: [{{type: InternalIP, address: \"{v4}\"}}, {{type: InternalIP, address: \"{v6}\"}}]\n---\n",
+            cidrs.join(", ")
+        )
+    };
+    let text = [
+        ds(
+            "a",
+            "192.0.2.1",
+            "2001:db8::1",
+            &["10.244.1.0/24", "fd00:0:0:1::/64"],
+        ),
+        ds(
+            "b",
+            "192.0.2.2",
+            "2001:db8::2",
+            &["10.244.2.0/24", "fd00:0:0:2::/64"],
+        ),
+        node("c", "192.0.2.3", &["10.244.3.0/24"], ""),
+        pool("v4", "10.244.0.0/16", ""),
+        pool("v6", "fd00::/48", ""),
+    ]
+    .concat();
+    let m = build(&text);
+    assert!(m.errors.is_empty(), "{:?}", m.errors);
+    let r = m.node_routing("a").expect("routing");
+    let sessions: Vec<String> = r
+        .speaker
+        .peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} from {} {:?}",
+                p.peer_ip,
+                p.source_address.as_deref().unwrap_or("-"),
+                p.families
+            )
+        })
+        .collect();
+    assert_eq!(
+        sessions,
+        [
+            "192.0.2.2 from 192.0.2.1 Some([IPv4])",
+            "192.0.2.3 from 192.0.2.1 None",
+            "2001:db8::2 from 2001:db8::1 Some([IPv6])",
+        ]
+    );
+    assert_eq!(r.peer_sources.len(), 3);
+    crate::bgp_cmd::convert(&r.speaker).expect("loads");
+}
+
+#[test]
 fn policy_snapshot_fills_local_pod_ips_from_ipam_until_status_has_them() {
     let text = [
         node("n1", "192.0.2.11", &["10.244.1.0/24"], ""),

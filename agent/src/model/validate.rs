@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
@@ -72,7 +72,13 @@ impl fmt::Display for ObjectError {
             write!(f, ": {}: {}", self.field, self.problem)?;
         }
         let mut notes = Vec::new();
-        if let Some(s) = &self.source {
+        // The Kubernetes datastore names its objects `kubernetes:KIND/NAME`,
+        // which says nothing the kind and name above do not.
+        if let Some(s) = self
+            .source
+            .as_ref()
+            .filter(|s| !s.file.to_string_lossy().starts_with("kubernetes:"))
+        {
             notes.push(s.to_string());
         }
         if self.kept_previous {
@@ -387,11 +393,24 @@ pub struct ValidNode {
     /// Every IPv4 InternalIP, for the router id when the BGP address is
     /// IPv6.
     pub internal_v4: Vec<Ipv4Addr>,
+    /// Every IPv6 InternalIP: a dual-stack node's IPv6 mesh sessions.
+    pub internal_v6: Vec<Ipv6Addr>,
     /// `tortie.io/route-reflector-cluster-id`.
     pub cluster_id: Option<Ipv4Addr>,
     /// `spec.podCIDRs` (or `spec.podCIDR`).
     pub pod_cidrs: Vec<IpNet>,
     pub labels: BTreeMap<String, String>,
+}
+
+impl ValidNode {
+    /// The address of this node's IPv6 sessions: its BGP address when that
+    /// is IPv6, else its first IPv6 InternalIP.
+    pub fn ipv6_session_address(&self) -> Option<Ipv6Addr> {
+        match self.bgp_address.map(|a| a.addr()) {
+            Some(IpAddr::V6(v6)) => Some(v6),
+            _ => self.internal_v6.first().copied(),
+        }
+    }
 }
 
 pub(crate) fn check_node(node: &Node) -> Result<ValidNode, ObjectError> {
@@ -440,6 +459,13 @@ pub(crate) fn check_node(node: &Node) -> Result<ValidNode, ObjectError> {
         })?;
         internal.push(ip);
     }
+    let internal_v6: Vec<Ipv6Addr> = internal
+        .iter()
+        .filter_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        })
+        .collect();
     let internal_v4: Vec<Ipv4Addr> = internal
         .iter()
         .filter_map(|ip| match ip {
@@ -495,6 +521,7 @@ pub(crate) fn check_node(node: &Node) -> Result<ValidNode, ObjectError> {
         asn,
         bgp_address,
         internal_v4,
+        internal_v6,
         cluster_id,
         pod_cidrs,
         labels: node.metadata.labels.clone().unwrap_or_default(),

@@ -1,0 +1,523 @@
+//! `tortie agent` on one node against a BIRD ToR, from a manifest
+//! directory (the file datastore), end to end.
+//!
+//! ```text
+//!  ns TAG-t (ToR: BIRD, AS 65001)          ns TAG-n (node n1: tortie agent, AS 64512)         ns TAG-p (pod default/web)
+//!  tor0 192.0.2.1/24 ──────veth──────────  node0 192.0.2.11/24                                 eth0 10.244.1.x/32
+//!                                          podCIDR 10.244.1.0/24 (blackhole, announced)  ─veth─ (host side tortXXXXXXXXXXX,
+//!                                          agent.sock, metrics 127.0.0.1:9099                   route 10.244.1.x/32 dev tort...)
+//! ```
+//!
+//! Checked: the BGPPeer's session comes up and BIRD learns the pod CIDR;
+//! `tortie status -o json` has the contract fields; a broken manifest
+//! keeps everything as it was and shows in the status; a CNI ADD through
+//! the real `tortie-cni` binary gives the pod its address, its host route
+//! and its policy chains before it returns; natOutgoing rules exist;
+//! /metrics, /healthz and /readyz answer; SIGTERM stops the agent, removes
+//! its socket and leaves the routes and rules in place.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use tortie_integration::bgp_util::{in_netns, link, log_tail, spawn_logged, WorkDir};
+use tortie_integration::bird::{Bird, FAST_TIMERS};
+use tortie_integration::tortie_bgp::tortie_binary;
+use tortie_integration::{kill_pid, run_with_timeout, wait_for, Daemon, Netns};
+
+const METRICS_PORT: u16 = 9099;
+
+fn cni_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("TORTIE_CNI_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let tortie = tortie_binary()?;
+    let p = tortie.with_file_name("tortie-cni");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        bail!(
+            "no tortie-cni next to {} (set TORTIE_CNI_BIN)",
+            tortie.display()
+        )
+    }
+}
+
+fn manifests() -> String {
+    r#"apiVersion: v1
+kind: Node
+metadata:
+  name: n1
+  labels: {rack: a}
+  annotations:
+    tortie.io/bgp-address: 192.0.2.11/24
+spec:
+  podCIDRs: [10.244.1.0/24]
+status:
+  addresses: [{type: InternalIP, address: 192.0.2.11}]
+---
+apiVersion: tortie.io/v1alpha1
+kind: BGPConfiguration
+metadata: {name: default}
+spec:
+  asNumber: 64512
+  nodeToNodeMesh: true
+---
+apiVersion: tortie.io/v1alpha1
+kind: BGPPeer
+metadata: {name: tor}
+spec:
+  peerIP: 192.0.2.1
+  asNumber: 65001
+  holdTime: 9
+  keepaliveTime: 3
+---
+apiVersion: tortie.io/v1alpha1
+kind: IPPool
+metadata: {name: default}
+spec:
+  cidr: 10.244.0.0/16
+  encapsulation: None
+  natOutgoing: true
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+"#
+    .to_string()
+}
+
+fn pod_and_policy() -> &'static str {
+    r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: default
+  labels: {app: web}
+spec:
+  nodeName: n1
+  containers: [{name: web, image: nginx, ports: [{name: http, containerPort: 80}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-ingress, namespace: default}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  policyTypes: [Ingress]
+  ingress:
+    - from: [{ipBlock: {cidr: 192.0.2.0/24}}]
+      ports: [{port: 80, protocol: TCP}]
+"#
+}
+
+fn bird_config() -> String {
+    format!(
+        "log stderr all;\nrouter id 192.0.2.1;\nprotocol device {{ }}\n\
+         protocol bgp n1 {{\n  local 192.0.2.1 as 65001;\n  neighbor 192.0.2.11 as 64512;\n  \
+         hold time 9; keepalive time 3;\n  {FAST_TIMERS}\n  ipv4 {{ import all; export none; }};\n}}\n"
+    )
+}
+
+/// A running `tortie agent`.
+struct Agent {
+    dir: WorkDir,
+    log: PathBuf,
+    daemon: Option<Daemon>,
+}
+
+impl Agent {
+    fn start(ns: &Netns, manifests: &Path) -> Result<Self> {
+        let bin = tortie_binary()?.display().to_string();
+        let dir = WorkDir::new("agent")?;
+        let log = dir.join("agent.log");
+        let run = dir.join("run").display().to_string();
+        let state = dir.join("state").display().to_string();
+        let metrics = format!("127.0.0.1:{METRICS_PORT}");
+        let ds = format!("file:{}", manifests.display());
+        let daemon = spawn_logged(
+            ns,
+            &bin,
+            &[
+                "agent",
+                "--node-name",
+                "n1",
+                "--datastore",
+                &ds,
+                "--run-dir",
+                &run,
+                "--state-dir",
+                &state,
+                "--metrics-addr",
+                &metrics,
+            ],
+            &log,
+        )?;
+        let mut a = Agent {
+            dir,
+            log,
+            daemon: Some(daemon),
+        };
+        let up = wait_for("agent.sock answers", Duration::from_secs(20), || {
+            if !a.daemon.as_mut().is_some_and(Daemon::is_running) {
+                return Some(Err(anyhow!("tortie agent exited")));
+            }
+            a.status().ok().map(|_| Ok(()))
+        });
+        match up {
+            Ok(Ok(())) => Ok(a),
+            Ok(Err(e)) | Err(e) => Err(e.context(format!(
+                "tortie agent did not start:\n{}",
+                log_tail(&a.log, 40)
+            ))),
+        }
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    fn log(&self) -> String {
+        log_tail(&self.log, 60)
+    }
+
+    /// `tortie status -o json --run-dir RUN`.
+    fn status(&self) -> Result<Value> {
+        let out = run_with_timeout(
+            Command::new(tortie_binary()?).args([
+                "status",
+                "-o",
+                "json",
+                "--run-dir",
+                &self.run_dir().display().to_string(),
+            ]),
+            Duration::from_secs(10),
+        )?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    fn wait_status(
+        &self,
+        what: &str,
+        timeout: Duration,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let mut last = Value::Null;
+        wait_for(what, timeout, || {
+            let s = self.status().ok()?;
+            last = s.clone();
+            cond(&s).then_some(s)
+        })
+        .with_context(|| format!("last status: {last:#}\nlog:\n{}", self.log()))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+    }
+}
+
+/// `GET PATH` on the agent's metrics address inside `ns`.
+fn http_get(ns: &str, path: &str) -> Result<(u16, String)> {
+    let path = path.to_string();
+    in_netns(ns, move || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", METRICS_PORT))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        let status: u16 = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| anyhow!("no status line in {out:?}"))?;
+        let body = out
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    })
+}
+
+/// Runs the real CNI plugin inside the node namespace, the way kubelet
+/// (through the container runtime) does.
+fn cni(node: &Netns, command: &str, pod_ns: &Netns, sock: &Path) -> Result<(bool, Value)> {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "tortie",
+        "type": "tortie-cni",
+        "agentSocket": sock.display().to_string(),
+        "mtu": 1500,
+    });
+    let mut child = node
+        .command(&cni_binary()?.display().to_string())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "c0ffee0001")
+        .env("CNI_NETNS", format!("/var/run/netns/{}", pod_ns.name()))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .env(
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee0001",
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tortie-cni")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(conf.to_string().as_bytes())?;
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(out) => out?,
+        Err(_) => {
+            kill_pid(pid, libc::SIGKILL);
+            bail!("tortie-cni {command} timed out");
+        }
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = if stdout.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(stdout.trim()).with_context(|| {
+            format!(
+                "tortie-cni printed {stdout:?}, stderr {:?}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })?
+    };
+    Ok((out.status.success(), v))
+}
+
+#[test]
+fn one_node_agent_against_bird() -> Result<()> {
+    let test = "agent_single::one_node_agent_against_bird";
+    if !tortie_integration::require_netns(test, &["bird", "birdc", "iptables", "ipset"]) {
+        return Ok(());
+    }
+    if let Err(e) = cni_binary().and_then(|_| tortie_binary()) {
+        if tortie_integration::in_ci() {
+            return Err(e);
+        }
+        eprintln!("skipped: {test}: {e:#}");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    let tor = Netns::new("ast")?;
+    let node = Netns::new("asn")?;
+    link(&tor, "tor0", 1, &node, "node0", 11)?;
+    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    let bird = Bird::start(&tor, &bird_config())?;
+
+    let mdir = WorkDir::new("agentmf")?;
+    std::fs::write(mdir.join("cluster.yaml"), manifests())?;
+    let agent = Agent::start(&node, mdir.path())?;
+
+    // The session to the BGPPeer, and the pod CIDR at BIRD.
+    let st = agent.wait_status("peer 192.0.2.1 Established", Duration::from_secs(30), |s| {
+        s["peers"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p["address"] == "192.0.2.1" && p["state"] == "Established")
+        })
+    })?;
+    eprintln!("session up {:?} after start", t0.elapsed());
+    bird.wait_established("n1", Duration::from_secs(10))?;
+    wait_for("BIRD learns 10.244.1.0/24", Duration::from_secs(15), || {
+        bird.routes_for("10.244.1.0/24")
+            .ok()
+            .filter(|r| !r.is_empty())
+    })
+    .with_context(|| agent.log())?;
+
+    // The status document's contract fields.
+    assert_eq!(st["node"], "n1");
+    assert_eq!(st["asn"], 64512);
+    assert_eq!(st["routerId"], "192.0.2.11");
+    let peer = st["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["address"] == "192.0.2.1"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(peer["asn"], 65001, "{peer}");
+    assert_eq!(peer["source"], "BGPPeer tor", "{peer}");
+    for key in ["prefixesReceived", "prefixesAdvertised", "lastError"] {
+        assert!(peer.get(key).is_some(), "peers[].{key} missing: {peer}");
+    }
+    for key in ["policies", "workloads", "errors"] {
+        assert!(
+            st["policy"].get(key).is_some(),
+            "policy.{key} missing: {st}"
+        );
+    }
+    assert_eq!(st["datastore"]["errors"], serde_json::json!([]), "{st}");
+    // Our own pod CIDR is a blackhole of tortie's protocol.
+    wait_for(
+        "blackhole 10.244.1.0/24 proto 52",
+        Duration::from_secs(15),
+        || {
+            node.run("ip", &["route", "show", "10.244.1.0/24", "proto", "52"])
+                .ok()
+                .filter(|r| r.contains("blackhole"))
+        },
+    )
+    .with_context(|| agent.log())?;
+    let st = agent.wait_status("routes installed", Duration::from_secs(15), |s| {
+        s["routes"]["installed"].as_u64().unwrap_or(0) >= 1
+    })?;
+    eprintln!("routes: {}", st["routes"]);
+
+    // natOutgoing: our chain, reached from POSTROUTING.
+    let nat = wait_for("natOutgoing rules", Duration::from_secs(10), || {
+        node.run("iptables-save", &["-t", "nat"]).ok().filter(|s| {
+            s.contains("-A POSTROUTING -j TORTIE-NAT-OUTGOING") && s.contains("MASQUERADE")
+        })
+    })
+    .with_context(|| agent.log())?;
+    assert!(nat.contains("--match-set tortie-masq4 src"), "{nat}");
+
+    // Metrics, health, readiness.
+    let ready = wait_for("/readyz 200", Duration::from_secs(20), || {
+        http_get(node.name(), "/readyz")
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    })
+    .with_context(|| format!("{:?}\n{}", http_get(node.name(), "/readyz"), agent.log()))?;
+    eprintln!("ready {:?} after start: {}", t0.elapsed(), ready.1.trim());
+    let (code, _) = http_get(node.name(), "/healthz")?;
+    assert_eq!(code, 200);
+    let (code, metrics) = http_get(node.name(), "/metrics")?;
+    assert_eq!(code, 200);
+    for want in [
+        "tortie_bgp_sessions{kind=\"external\",state=\"Established\"} 1",
+        "tortie_bgp_prefixes_advertised{source=\"BGPPeer tor\",peer=\"192.0.2.1\"}",
+        "tortie_route_sync_duration_seconds_count",
+        "tortie_policy_sync_duration_seconds_count",
+        "tortie_ready 1",
+    ] {
+        assert!(
+            metrics.contains(want),
+            "{want} missing from /metrics:\n{metrics}"
+        );
+    }
+
+    // A broken manifest: everything stays, the error shows.
+    std::fs::write(
+        mdir.join("broken.yaml"),
+        "apiVersion: tortie.io/v1alpha1\nkind: IPPool\nmetadata: {name: bad}\nspec:\n  cidr: 10.250.0.0/99\n",
+    )?;
+    let st = agent.wait_status(
+        "the broken manifest in status",
+        Duration::from_secs(15),
+        |s| {
+            s["datastore"]["errors"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty())
+        },
+    )?;
+    eprintln!("datastore errors: {}", st["datastore"]["errors"]);
+    let errors = st["datastore"]["errors"].to_string();
+    assert!(
+        errors.contains("bad") || errors.contains("broken.yaml"),
+        "{errors}"
+    );
+    let peer_state = st["peers"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["address"] == "192.0.2.1"))
+        .map(|p| p["state"].clone());
+    assert_eq!(peer_state, Some(Value::from("Established")));
+    assert!(!bird.routes_for("10.244.1.0/24")?.is_empty());
+    std::fs::remove_file(mdir.join("broken.yaml"))?;
+    agent.wait_status("the error gone", Duration::from_secs(15), |s| {
+        s["datastore"]["errors"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })?;
+
+    // A pod: its object first, then CNI ADD through the real plugin.
+    std::fs::write(mdir.join("web.yaml"), pod_and_policy())?;
+    let pod = Netns::new("asp")?;
+    let sock = agent.run_dir().join("agent.sock");
+    let t_add = Instant::now();
+    let (ok, result) = wait_for("CNI ADD succeeds", Duration::from_secs(15), || {
+        match cni(&node, "ADD", &pod, &sock) {
+            Ok((true, v)) => Some(Ok(v)),
+            Ok((false, v)) if v.to_string().contains("not known") => None, // the Pod not seen yet
+            Ok((false, v)) => Some(Err(anyhow!("CNI ADD failed: {v}"))),
+            Err(e) => Some(Err(e)),
+        }
+    })
+    .map(|r| (true, r))
+    .with_context(|| agent.log())?;
+    let result = result.with_context(|| agent.log())?;
+    assert!(ok);
+    eprintln!("CNI ADD {:?}: {result}", t_add.elapsed());
+    let addr = result["ips"][0]["address"]
+        .as_str()
+        .ok_or_else(|| anyhow!("no ips[0].address in {result}"))?
+        .to_string();
+    let ip = addr.split('/').next().unwrap_or_default().to_string();
+    assert!(ip.starts_with("10.244.1."), "{addr}");
+    // The pod has it; the host route and the policy are there already.
+    let in_pod = pod.run("ip", &["-4", "addr", "show", "dev", "eth0"])?;
+    assert!(in_pod.contains(&ip), "{in_pod}");
+    let host_route = node.run("ip", &["route", "show", &format!("{ip}/32")])?;
+    assert!(
+        host_route.contains("dev tort"),
+        "host route: {host_route:?}"
+    );
+    let filter = node.run("iptables-save", &["-t", "filter"])?;
+    assert!(filter.contains("-A FORWARD -j TORT-FORWARD"), "{filter}");
+    assert!(
+        filter.contains("TORT-TW-"),
+        "no to-workload chain:\n{filter}"
+    );
+    let st = agent.status()?;
+    assert!(
+        st["policy"]["workloads"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        st["policy"]
+    );
+    assert!(
+        st["policy"]["policies"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        st["policy"]
+    );
+
+    // The node reaches the pod on the allowed port's protocol (ping is
+    // not TCP 80, but host-to-pod is always allowed by the API).
+    let ping = node.run("ping", &["-c", "1", "-W", "2", &ip])?;
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+
+    // DEL is idempotent.
+    let (ok, v) = cni(&node, "DEL", &pod, &sock)?;
+    assert!(ok, "DEL: {v}");
+    let (ok, v) = cni(&node, "DEL", &pod, &sock)?;
+    assert!(ok, "second DEL: {v}");
+
+    // SIGTERM: clean exit, socket gone, routes and rules stay.
+    let mut agent = agent;
+    let pid = agent.daemon.as_ref().map_or(0, Daemon::pid);
+    kill_pid(pid, libc::SIGTERM);
+    let mut d = agent.daemon.take().ok_or_else(|| anyhow!("no daemon"))?;
+    wait_for("agent exits", Duration::from_secs(10), || {
+        (!d.is_running()).then_some(())
+    })
+    .with_context(|| agent.log())?;
+    assert!(!sock.exists(), "the socket is still there");
+    let r = node.run("ip", &["route", "show", "10.244.1.0/24", "proto", "52"])?;
+    assert!(r.contains("blackhole"), "route gone after SIGTERM: {r:?}");
+    let nat = node.run("iptables-save", &["-t", "nat"])?;
+    assert!(nat.contains("TORTIE-NAT-OUTGOING"), "{nat}");
+    assert!(agent.log().contains("SIGTERM"), "{}", agent.log());
+    Ok(())
+}
