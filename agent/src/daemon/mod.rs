@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use tortie_bgp::runtime;
 use tortie_policy::apply::{Applier, Dataplane, ProcessRunner, Runner};
 use tortie_policy::backend::{self, Backend};
@@ -339,9 +339,10 @@ async fn open_datastore(arg: &DatastoreArg) -> Result<SnapshotReceiver> {
     match arg {
         DatastoreArg::File(dir) => crate::datastore::spawn_file(dir.clone())
             .with_context(|| format!("starting the file datastore on {}", dir.display())),
-        DatastoreArg::Kubernetes => {
-            bail!("--datastore kubernetes is not available in this build; use --datastore file:DIR")
-        }
+        // In-cluster config, or $KUBECONFIG / ~/.kube/config.
+        DatastoreArg::Kubernetes => crate::datastore::kube::spawn_kubernetes(None)
+            .await
+            .context("connecting to the Kubernetes API"),
     }
 }
 
@@ -578,6 +579,18 @@ async fn routing_stopped(r: &mut Option<Routing>) -> String {
 impl MainLoop {
     async fn on_snapshot(&mut self, snap: &DatastoreSnapshot) {
         let a = Arc::clone(&self.agent);
+        if snap.generation == 0 {
+            // The Kubernetes datastore's placeholder until every kind is
+            // listed: a model from it would have pods without their
+            // policies (holes) or no pods (local workloads dropped).
+            a.with_view(|v| {
+                v.datastore_errors = snap.errors.clone();
+                v.datastore_connected = snap.connected;
+                v.disconnected_since = snap.disconnected_since;
+            });
+            a.set_ready(|r| r.datastore_connected = false);
+            return;
+        }
         let previous = a.model();
         let model = Arc::new(Model::build(&snap.manifests, previous.as_deref()));
         let mut ds_errors = snap.errors.clone();
