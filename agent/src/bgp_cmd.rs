@@ -623,9 +623,7 @@ async fn answer_status(line: &str, handle: &runtime::Handle, fib: Option<&FibHan
     };
     let mut status = status_client::status_document(&report);
     if let Some(fib) = fib {
-        let stats = fib.stats();
-        status.routes.installed = stats.installed;
-        status.routes.failed = stats.failed;
+        status.routes = fib.stats().route_status();
     }
     let mut doc = match serde_json::to_value(status) {
         Ok(v) => v,

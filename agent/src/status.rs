@@ -60,10 +60,27 @@ pub struct RouteStatus {
     /// Routes the kernel refused at the last attempt.
     #[serde(default)]
     pub failed: u64,
-    /// The agent only: why the node's routing config is not (fully)
-    /// applied (no Node object, a bad BGPPeer ...), one message each.
+    /// MTU for pod interfaces: the underlay device's minus the largest
+    /// tunnel overhead in use (absent until the underlay device is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Tunnel devices in use and their MTUs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encapsulation: Vec<TunnelStatus>,
+    /// Why routes are not (fully) as wanted, one message each: the agent's
+    /// routing config (no Node object, a bad BGPPeer ...) and the FIB's
+    /// own problems (a tunnel the kernel cannot create ...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+}
+
+/// One tunnel device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelStatus {
+    /// `vxlan.tortie`, `ipip.tortie`.
+    pub device: String,
+    pub mtu: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -153,6 +170,23 @@ impl Status {
                 String::new()
             }
         );
+        if let Some(mtu) = self.routes.mtu {
+            let tunnels: Vec<String> = self
+                .routes
+                .encapsulation
+                .iter()
+                .map(|t| format!("{} mtu {}", t.device, t.mtu))
+                .collect();
+            let _ = writeln!(
+                out,
+                "pod mtu {mtu}{}",
+                if tunnels.is_empty() {
+                    String::new()
+                } else {
+                    format!(", tunnels: {}", tunnels.join(", "))
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "policy: {} policies, {} workloads",
@@ -213,7 +247,7 @@ mod tests {
             routes: RouteStatus {
                 installed: 3,
                 failed: 0,
-                errors: Vec::new(),
+                ..RouteStatus::default()
             },
             policy: PolicyStatus::default(),
             datastore: DatastoreStatus {

@@ -13,6 +13,7 @@ pub mod bgp_util;
 pub mod bird;
 pub mod cluster;
 pub mod cni_util;
+pub mod fake_apiserver;
 pub mod gobgp;
 pub mod podnet;
 pub mod tortie_bgp;

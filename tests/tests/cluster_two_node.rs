@@ -14,7 +14,6 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use tortie::lab::cluster::cni_result_ips;
 use tortie::lab::{LabOptions, PodPlan};
 use tortie_integration::cluster::{require_cluster, TestLab};
 
@@ -49,7 +48,7 @@ fn two_nodes_one_tor_and_twenty_concurrent_adds() -> Result<()> {
     let results: Vec<Result<Vec<IpAddr>>> = std::thread::scope(|s| {
         let handles: Vec<_> = pods
             .iter()
-            .map(|p| s.spawn(move || cni_result_ips(&lab_ref.cni("ADD", p)?)))
+            .map(|p| s.spawn(move || lab_ref.cni_add(p)))
             .collect();
         handles
             .into_iter()

@@ -245,3 +245,82 @@ fn fib_installs_repairs_and_never_touches_foreign_routes() -> Result<()> {
     assert!(v6.trim().is_empty(), "{v6}");
     Ok(())
 }
+
+/// The FIB service as the node agent uses it: a workload's host route
+/// registered through the handle is in the kernel when the acknowledgement
+/// arrives; a route the kernel refuses is answered with its reason; a
+/// route deleted by hand comes back; an empty list removes them.
+#[test]
+fn fib_handle_acknowledges_local_routes_once_installed() -> Result<()> {
+    use std::time::Duration;
+    use tortie::fib::service::{spawn, FibSettings};
+    if !require_netns(
+        "fib_handle_acknowledges_local_routes_once_installed",
+        &["ip"],
+    ) {
+        return Ok(());
+    }
+    let node = Netns::new("fibh")?;
+    node.run(
+        "ip",
+        &[
+            "link", "add", "tortw0", "type", "veth", "peer", "name", "eth0",
+        ],
+    )?;
+    node.run("ip", &["link", "set", "tortw0", "up"])?;
+    node.run("ip", &["link", "set", "eth0", "up"])?;
+    let ifindex: u32 = node
+        .run("cat", &["/sys/class/net/tortw0/ifindex"])?
+        .trim()
+        .parse()
+        .context("ifindex")?;
+    let name = node.name().to_string();
+    // `ip` started from the thread inside the namespace runs there too.
+    fn ours() -> Result<String> {
+        let out = tortie_integration::run_with_timeout(
+            std::process::Command::new("ip").args(["-4", "route", "show", "proto", "52"]),
+            std::time::Duration::from_secs(10),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+    in_netns(&name, move || {
+        let fib = spawn(FibSettings {
+            resync: Duration::from_secs(1),
+            ..FibSettings::default()
+        })?;
+        let host = KernelRoute::unicast(net("10.244.1.7/32"), vec![NextHop::dev(ifindex)]);
+        fib.set_local_routes("workload default/web-0", vec![host])
+            .blocking_wait()
+            .map_err(anyhow::Error::msg)?;
+        // The acknowledgement means the kernel has it now.
+        let r = ours()?;
+        ensure!(r.contains("10.244.1.7 dev tortw0 scope link"), "{r}");
+        // A device that does not exist: refused with the kernel's reason.
+        let bad = KernelRoute::unicast(net("10.244.1.8/32"), vec![NextHop::dev(999_999)]);
+        let e = fib
+            .set_local_routes("workload default/web-1", vec![bad])
+            .blocking_wait()
+            .expect_err("no such device");
+        ensure!(e.contains("No such device"), "{e}");
+        fib.set_local_routes("workload default/web-1", vec![]);
+        // Deleted by hand: back within the resync period.
+        tortie_integration::run_with_timeout(
+            std::process::Command::new("ip").args(["route", "del", "10.244.1.7/32"]),
+            Duration::from_secs(10),
+        )?;
+        tortie_integration::wait_for("the host route back", Duration::from_secs(5), || {
+            ours().ok().filter(|r| r.contains("10.244.1.7"))
+        })?;
+        let stats = fib.stats();
+        ensure!(stats.running && stats.installed == 1, "{stats:?}");
+        // Removed: an empty list (deletes wait for the sync).
+        fib.mark_synced();
+        fib.set_local_routes("workload default/web-0", vec![])
+            .blocking_wait()
+            .map_err(anyhow::Error::msg)?;
+        tortie_integration::wait_for("the host route gone", Duration::from_secs(5), || {
+            ours().ok().filter(|r| r.trim().is_empty())
+        })?;
+        Ok(())
+    })
+}

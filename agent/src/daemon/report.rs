@@ -50,6 +50,7 @@ pub fn status(view: &AgentView, report: Option<&StatusReport>) -> Status {
         installed: view.routes_installed,
         failed: view.routes_failed,
         errors: view.routing_errors.clone(),
+        ..RouteStatus::default()
     };
     s.policy = view.policy.clone();
     s.datastore = DatastoreStatus {

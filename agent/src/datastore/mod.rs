@@ -7,6 +7,7 @@
 //! (every consumer rebuilds on each one).
 
 pub mod file;
+pub mod kube;
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -12,6 +12,8 @@
 //!   encapsulated (pure).
 //! - [`sync`]: when the speaker has synced (pure decision + a poller).
 //! - [`service`]: the FIB thread and its [`service::FibHandle`].
+//! - [`link`], [`tunnels`]: tunnel devices, VXLAN neighbour/FDB entries,
+//!   link/address watching (netlink edge).
 //! - [`netlink`]: the edge. One dump of tortie's routes per family, and a
 //!   pipelined writer that sends many route requests per `sendmsg` and
 //!   collects the kernel's answers by sequence number.
@@ -27,12 +29,14 @@
 
 pub mod compose;
 pub mod encap;
+pub mod link;
 pub mod netlink;
 pub mod reconcile;
 pub mod route;
 pub mod service;
 pub mod speaker;
 pub mod sync;
+pub mod tunnels;
 
 pub use reconcile::{Op, OpOutcome, Reconciler};
 pub use route::{KernelRoute, NextHop, RouteKey, RouteTarget, RTPROT_TORTIE};

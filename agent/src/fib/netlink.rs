@@ -263,7 +263,7 @@ fn message_len(buf: &[u8]) -> Option<usize> {
 }
 
 /// "Network is unreachable" from a netlink error code (a negated errno).
-fn os_reason(code: i32) -> String {
+pub(crate) fn os_reason(code: i32) -> String {
     let text = io::Error::from_raw_os_error(code.saturating_abs()).to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),

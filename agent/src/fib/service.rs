@@ -19,7 +19,9 @@
 //! Routes found in the kernel at start stay until [`FibHandle::mark_synced`]
 //! (graceful restart). Every `resync` a dump repairs drift.
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -36,9 +38,11 @@ use tracing::{debug, error, info, warn};
 
 use super::compose::{Composer, EncapContext};
 use super::encap::{Mtus, PoolEncap};
+use super::link::{LinkSocket, LinkWatcher};
 use super::netlink::RouteSocket;
 use super::route::{KernelRoute, RouteKey, MAIN_TABLE};
 use super::speaker::fib_route;
+use super::tunnels::{reconcile_links, reconcile_vxlan_remotes, TunnelState};
 use super::{Reconciler, RTPROT_TORTIE};
 
 /// What the FIB is asked to do (`fib:` of the speaker config, or the
@@ -91,12 +95,48 @@ pub struct FibStats {
     pub errors: Vec<String>,
 }
 
+impl FibStats {
+    /// The `routes` part of the status document.
+    pub fn route_status(&self) -> crate::status::RouteStatus {
+        let mut tunnels = Vec::new();
+        if let Some(m) = &self.mtu {
+            for (device, mtu) in [
+                (super::link::IPIP_DEVICE, m.ipip),
+                (super::link::VXLAN_DEVICE, m.vxlan),
+            ] {
+                if let (Some(mtu), true) = (mtu, self.tunnels.iter().any(|t| t == device)) {
+                    tunnels.push(crate::status::TunnelStatus {
+                        device: device.to_string(),
+                        mtu,
+                    });
+                }
+            }
+        }
+        crate::status::RouteStatus {
+            installed: self.installed,
+            failed: self.failed,
+            mtu: self.mtu.map(|m| m.pod),
+            encapsulation: tunnels,
+            errors: self.errors.clone(),
+        }
+    }
+}
+
 /// Resolves when the routes given to [`FibHandle::set_local_routes`] are
 /// in the kernel (`Ok`), or the kernel refused one of them (`Err` with
 /// its reason; the FIB keeps retrying), or the FIB stopped.
 #[derive(Debug)]
 pub struct Applied {
     rx: oneshot::Receiver<Result<(), String>>,
+}
+
+impl Applied {
+    /// Waits on the calling thread (not from inside an async runtime).
+    pub fn blocking_wait(self) -> Result<(), String> {
+        self.rx
+            .blocking_recv()
+            .unwrap_or_else(|_| Err("the FIB is not running".into()))
+    }
 }
 
 impl Future for Applied {
@@ -274,6 +314,17 @@ struct Fib {
     composer: Composer,
     acks: Vec<PendingAck>,
     synced_requested: bool,
+    /// Links, addresses, neighbours (None: could not open; no tunnels).
+    links: Option<LinkSocket>,
+    watcher: Option<LinkWatcher>,
+    /// Devices must be looked at again (start, events, pools, resync).
+    links_dirty: bool,
+    /// VXLAN remotes must be compared with the kernel's again.
+    neigh_dirty: bool,
+    /// The remotes last programmed.
+    applied_remotes: BTreeSet<IpAddr>,
+    tunnels: TunnelState,
+    link_errors: Vec<String>,
 }
 
 impl Fib {
@@ -288,25 +339,15 @@ impl Fib {
         }
     }
 
-    fn context(&self) -> EncapContext {
-        EncapContext {
-            pools: self.settings.pools.clone(),
-            underlay: self.settings.underlay,
-            ..self.composer.context().clone()
-        }
-    }
-
     fn command(&mut self, c: Command) {
         match c {
             Command::SetPools(pools) => {
                 self.settings.pools = pools;
-                let ctx = self.context();
-                self.composer.set_context(&mut self.rec, ctx);
+                self.links_dirty = true;
             }
             Command::SetUnderlay(u) => {
                 self.settings.underlay = u;
-                let ctx = self.context();
-                self.composer.set_context(&mut self.rec, ctx);
+                self.links_dirty = true;
             }
             Command::SetLocal {
                 source,
@@ -318,6 +359,55 @@ impl Fib {
                 self.acks.push(PendingAck { routes, ack });
             }
             Command::MarkSynced => self.synced_requested = true,
+        }
+    }
+
+    /// Devices first (routes name them), then the encapsulation context
+    /// every learned route derives from, then the VXLAN remotes those
+    /// routes need (before the routes go in, so no packet is sent to an
+    /// unresolved VTEP).
+    fn reconcile_tunnels(&mut self) {
+        if self.links_dirty {
+            self.links_dirty = false;
+            self.neigh_dirty = true;
+            let st = match self.links.as_mut() {
+                Some(sock) => {
+                    reconcile_links(sock, &self.settings.pools, self.settings.underlay.as_ref())
+                        .unwrap_or_else(|e| {
+                            warn!("FIB: tunnel devices: {e}");
+                            TunnelState {
+                                errors: vec![format!("tunnel devices: {e}")],
+                                ..self.tunnels.clone()
+                            }
+                        })
+                }
+                None => TunnelState::default(),
+            };
+            if st != self.tunnels {
+                info!("FIB: tunnels {:?}, MTUs {:?}", st.names(), st.mtus);
+            }
+            self.tunnels = st;
+            let ctx = EncapContext {
+                pools: self.settings.pools.clone(),
+                underlay: self.settings.underlay,
+                ipip: self.tunnels.ipip,
+                vxlan: self.tunnels.vxlan,
+            };
+            self.composer.set_context(&mut self.rec, ctx);
+        }
+        let (Some(index), Some(sock)) = (self.tunnels.vxlan, self.links.as_mut()) else {
+            self.applied_remotes.clear();
+            return;
+        };
+        let remotes = self.composer.vxlan_remotes();
+        if self.neigh_dirty || remotes != self.applied_remotes {
+            self.neigh_dirty = false;
+            match reconcile_vxlan_remotes(sock, index, &remotes) {
+                Ok(n) if n > 0 => debug!("FIB: {n} VXLAN neighbour/FDB changes"),
+                Ok(_) => {}
+                Err(e) => warn!("FIB: VXLAN remotes: {e}"),
+            }
+            self.applied_remotes = remotes;
         }
     }
 
@@ -362,7 +452,24 @@ fn run(
         composer: Composer::new(ctx),
         acks: Vec::new(),
         synced_requested: false,
+        links: None,
+        watcher: None,
+        links_dirty: true,
+        neigh_dirty: true,
+        applied_remotes: BTreeSet::new(),
+        tunnels: TunnelState::default(),
+        link_errors: Vec::new(),
     };
+    match LinkSocket::open() {
+        Ok(s) => fib.links = Some(s),
+        Err(e) => fib.link_errors.push(format!("no tunnels: {e}")),
+    }
+    match LinkWatcher::open() {
+        Ok(w) => fib.watcher = Some(w),
+        Err(e) => fib
+            .link_errors
+            .push(format!("link and address changes are not watched: {e}")),
+    }
     let found = sock
         .dump(RTPROT_TORTIE)
         .context("dumping the kernel's routes")?;
@@ -407,6 +514,17 @@ fn run(
             return Ok(());
         }
         let now = Instant::now();
+        // A device went down, an address changed: look at the tunnels
+        // again now, and at the routes soon (coalescing bursts).
+        if fib.watcher.as_mut().is_some_and(LinkWatcher::changed) {
+            fib.links_dirty = true;
+            next_resync = next_resync.min(now + Duration::from_secs(1));
+        }
+        if now >= next_resync {
+            fib.links_dirty = true;
+            fib.neigh_dirty = true;
+        }
+        fib.reconcile_tunnels();
         if now >= next_resync {
             match sock.dump(RTPROT_TORTIE) {
                 Ok(routes) => fib.rec.observe_dump(routes),
@@ -451,7 +569,19 @@ fn publish(fib: &Fib, shared: &Shared) {
     s.installed = fib.rec.installed() as u64;
     s.failed = fib.rec.failed().len() as u64;
     s.desired = fib.rec.desired() as u64;
-    s.vxlan_remotes = fib.composer.vxlan_remotes().len() as u64;
+    s.vxlan_remotes = fib.applied_remotes.len() as u64;
+    s.mtu = fib.tunnels.mtus;
+    s.tunnels = fib.tunnels.names();
+    let mut errors = fib.link_errors.clone();
+    errors.extend(fib.tunnels.errors.iter().cloned());
+    let stopped: Vec<String> = s
+        .errors
+        .iter()
+        .filter(|e| e.starts_with("the FIB stopped"))
+        .cloned()
+        .collect();
+    errors.extend(stopped);
+    s.errors = errors;
 }
 
 #[cfg(test)]

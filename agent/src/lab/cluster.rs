@@ -707,11 +707,28 @@ impl Lab {
     /// netns, CNI ADD, then `status.podIPs` written back. Returns its IPs.
     pub fn create_pod(&mut self, pod: &PodPlan) -> Result<Vec<IpAddr>> {
         self.prepare_pod(pod)?;
-        let result = self.cni("ADD", pod)?;
-        let ips = cni_result_ips(&result)
-            .with_context(|| format!("CNI ADD for pod {}: result {result}", pod.id()))?;
+        let ips = self.cni_add(pod)?;
         self.finish_pod(pod, &ips)?;
         Ok(ips)
+    }
+
+    /// CNI ADD as a kubelet runs it: a "try again later" answer (CNI error
+    /// 11: the agent has not seen the Pod object yet) is retried for a
+    /// while, as the kubelet retries a sandbox.
+    pub fn cni_add(&self, pod: &PodPlan) -> Result<Vec<IpAddr>> {
+        let deadline = std::time::Instant::now() + CNI_TIMEOUT;
+        loop {
+            match self.cni("ADD", pod) {
+                Ok(result) => {
+                    return cni_result_ips(&result)
+                        .with_context(|| format!("CNI ADD for pod {}: result {result}", pod.id()))
+                }
+                Err(e) if is_try_again(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The kubelet's part before CNI ADD: the Pod object (bound to its
@@ -992,6 +1009,12 @@ impl Lab {
         }
         s
     }
+}
+
+/// Whether a failed CNI call answered CNI error 11 ("try again later").
+pub fn is_try_again(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("\"code\":11,") || text.contains("\"code\": 11,")
 }
 
 /// The IP addresses of a CNI result (`ips[].address`, `ADDR/LEN`).
