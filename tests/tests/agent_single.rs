@@ -125,18 +125,31 @@ fn bird_config() -> String {
 struct Agent {
     dir: WorkDir,
     log: PathBuf,
+    manifests: PathBuf,
     daemon: Option<Daemon>,
 }
 
 impl Agent {
     fn start(ns: &Netns, manifests: &Path) -> Result<Self> {
-        let bin = tortie_binary()?.display().to_string();
         let dir = WorkDir::new("agent")?;
-        let log = dir.join("agent.log");
-        let run = dir.join("run").display().to_string();
-        let state = dir.join("state").display().to_string();
+        let mut a = Agent {
+            log: dir.join("agent.log"),
+            dir,
+            manifests: manifests.to_path_buf(),
+            daemon: None,
+        };
+        a.launch(ns)?;
+        Ok(a)
+    }
+
+    /// Starts the agent with this work dir (again, after a stop: same
+    /// state and run dirs).
+    fn launch(&mut self, ns: &Netns) -> Result<()> {
+        let bin = tortie_binary()?.display().to_string();
+        let run = self.dir.join("run").display().to_string();
+        let state = self.dir.join("state").display().to_string();
         let metrics = format!("127.0.0.1:{METRICS_PORT}");
-        let ds = format!("file:{}", manifests.display());
+        let ds = format!("file:{}", self.manifests.display());
         let daemon = spawn_logged(
             ns,
             &bin,
@@ -153,26 +166,35 @@ impl Agent {
                 "--metrics-addr",
                 &metrics,
             ],
-            &log,
+            &self.log,
         )?;
-        let mut a = Agent {
-            dir,
-            log,
-            daemon: Some(daemon),
-        };
+        self.daemon = Some(daemon);
         let up = wait_for("agent.sock answers", Duration::from_secs(20), || {
-            if !a.daemon.as_mut().is_some_and(Daemon::is_running) {
+            if !self.daemon.as_mut().is_some_and(Daemon::is_running) {
                 return Some(Err(anyhow!("tortie agent exited")));
             }
-            a.status().ok().map(|_| Ok(()))
+            self.status().ok().map(|_| Ok(()))
         });
         match up {
-            Ok(Ok(())) => Ok(a),
+            Ok(Ok(())) => Ok(()),
             Ok(Err(e)) | Err(e) => Err(e.context(format!(
                 "tortie agent did not start:\n{}",
-                log_tail(&a.log, 40)
+                log_tail(&self.log, 40)
             ))),
         }
+    }
+
+    /// SIGTERM, and wait until the process is gone.
+    fn terminate(&mut self) -> Result<()> {
+        let mut d = self
+            .daemon
+            .take()
+            .ok_or_else(|| anyhow!("no agent running"))?;
+        kill_pid(d.pid(), libc::SIGTERM);
+        wait_for("agent exits", Duration::from_secs(10), || {
+            (!d.is_running()).then_some(())
+        })
+        .with_context(|| self.log())
     }
 
     fn run_dir(&self) -> PathBuf {
@@ -498,26 +520,77 @@ fn one_node_agent_against_bird() -> Result<()> {
     let ping = node.run("ping", &["-c", "1", "-W", "2", &ip])?;
     assert!(ping.contains(" 0% packet loss"), "{ping}");
 
-    // DEL is idempotent.
+    // SIGTERM: clean exit, socket gone, routes and rules stay.
+    let mut agent = agent;
+    agent.terminate()?;
+    assert!(!sock.exists(), "the socket is still there");
+    let r = node.run("ip", &["route", "show", "10.244.1.0/24", "proto", "52"])?;
+    assert!(r.contains("blackhole"), "route gone after SIGTERM: {r:?}");
+    let hr = node.run("ip", &["route", "show", &format!("{ip}/32")])?;
+    assert!(
+        hr.contains("dev tort"),
+        "host route gone after SIGTERM: {hr:?}"
+    );
+    let nat = node.run("iptables-save", &["-t", "nat"])?;
+    assert!(nat.contains("TORTIE-NAT-OUTGOING"), "{nat}");
+    let filter = node.run("iptables-save", &["-t", "filter"])?;
+    assert!(filter.contains("TORT-TW-"), "policy gone after SIGTERM");
+    assert!(agent.log().contains("SIGTERM"), "{}", agent.log());
+    assert!(
+        agent.dir.join("state").join("bgp-restart").exists(),
+        "graceful-restart marker removed"
+    );
+
+    // Start again: a graceful restart. The session comes back, and once
+    // the FIB has synced (ready) the pod's host route is still there: the
+    // agent took the wired pod over from IPAM and the host's veths.
+    let t_restart = Instant::now();
+    agent.launch(&node)?;
+    agent.wait_status(
+        "peer Established after restart",
+        Duration::from_secs(30),
+        |s| {
+            s["peers"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["address"] == "192.0.2.1" && p["state"] == "Established")
+            })
+        },
+    )?;
+    wait_for("/readyz 200 after restart", Duration::from_secs(30), || {
+        http_get(node.name(), "/readyz")
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    })
+    .with_context(|| agent.log())?;
+    eprintln!("ready again {:?} after the restart", t_restart.elapsed());
+    let hr = node.run("ip", &["route", "show", &format!("{ip}/32")])?;
+    assert!(
+        hr.contains("dev tort"),
+        "host route gone after restart: {hr:?}\n{}",
+        agent.log()
+    );
+    let ping = node.run("ping", &["-c", "1", "-W", "2", &ip])?;
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    let st = agent.status()?;
+    assert!(
+        st["policy"]["workloads"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        st["policy"]
+    );
+
+    // DEL is idempotent; the host route goes.
     let (ok, v) = cni(&node, "DEL", &pod, &sock)?;
     assert!(ok, "DEL: {v}");
     let (ok, v) = cni(&node, "DEL", &pod, &sock)?;
     assert!(ok, "second DEL: {v}");
-
-    // SIGTERM: clean exit, socket gone, routes and rules stay.
-    let mut agent = agent;
-    let pid = agent.daemon.as_ref().map_or(0, Daemon::pid);
-    kill_pid(pid, libc::SIGTERM);
-    let mut d = agent.daemon.take().ok_or_else(|| anyhow!("no daemon"))?;
-    wait_for("agent exits", Duration::from_secs(10), || {
-        (!d.is_running()).then_some(())
+    wait_for("host route gone after DEL", Duration::from_secs(10), || {
+        node.run("ip", &["route", "show", &format!("{ip}/32")])
+            .ok()
+            .filter(|r| r.trim().is_empty())
     })
     .with_context(|| agent.log())?;
+
+    agent.terminate()?;
     assert!(!sock.exists(), "the socket is still there");
-    let r = node.run("ip", &["route", "show", "10.244.1.0/24", "proto", "52"])?;
-    assert!(r.contains("blackhole"), "route gone after SIGTERM: {r:?}");
-    let nat = node.run("iptables-save", &["-t", "nat"])?;
-    assert!(nat.contains("TORTIE-NAT-OUTGOING"), "{nat}");
-    assert!(agent.log().contains("SIGTERM"), "{}", agent.log());
     Ok(())
 }

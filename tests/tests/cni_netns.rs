@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use tortie::cni::dataplane::Dataplane;
+use tortie::cni::dataplane::{enable_forwarding, Dataplane};
 use tortie::cni::netns::NetnsHandle;
 use tortie::cni::spec::{code, CniResult, Command};
 use tortie::cni::{CniReply, CniServer};
@@ -43,11 +43,10 @@ impl Node {
         let host = Netns::new("cnh")?;
         host.run("ip", &["addr", "add", "192.0.2.1/32", "dev", "lo"])?;
         host.run("ip", &["addr", "add", "2001:db8::1/128", "dev", "lo"])?;
-        // IPv6 forwarding is global (it changes RA handling on every
-        // interface), so the node's operator or agent turns it on, not the
-        // per-pod wiring.
-        host.run("sysctl", &["-qw", "net.ipv6.conf.all.forwarding=1"])?;
         let ctx = TestCtx::new(&host, cidrs)?;
+        // IPv6 forwarding is global (it changes RA handling on every
+        // interface), so the agent turns it on, not the per-pod wiring.
+        enable_forwarding(&ctx.host, true)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -477,5 +476,74 @@ fn corrupt_state_refuses_adds_until_repaired() -> Result<()> {
     ))))?;
     assert_eq!(ips(&r).len(), 2);
     assert!(server.ipam_error().is_none());
+    Ok(())
+}
+
+/// ADD latency for 100 pods one after another and 100 pods 20 at a time
+/// (in-process server, test context installing host routes; no policy
+/// engine). A measurement, not a check: `cargo test ... -- --ignored`.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn add_latency_100_pods() -> Result<()> {
+    if !require_netns("cni add_latency_100_pods", &["ip"]) {
+        return Ok(());
+    }
+    let node = Node::new(&["10.244.0.0/22", "fd00:1::/64"])?;
+    let server = node.server()?;
+    let pods: Vec<Netns> = (0..200)
+        .map(|i| Netns::new(&format!("l{i}")))
+        .collect::<Result<_>>()?;
+    for i in 0..200 {
+        node.ctx.add_pod("bench", &format!("p{i}"), None);
+    }
+    let req = |i: usize| {
+        request(
+            Command::Add,
+            &format!("c{i}"),
+            &netns_path(&pods[i]),
+            "bench",
+            &format!("p{i}"),
+        )
+    };
+    let mut seq = Vec::new();
+    for i in 0..100 {
+        let t = Instant::now();
+        ok(node.rt.block_on(server.handle(req(i))))?;
+        seq.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let mut par = Vec::new();
+    for batch in (100..200).collect::<Vec<_>>().chunks(20) {
+        let lat: Vec<Result<f64>> = node.rt.block_on(async {
+            let tasks: Vec<_> = batch
+                .iter()
+                .map(|i| {
+                    let server = Arc::clone(&server);
+                    let r = req(*i);
+                    tokio::spawn(async move {
+                        let t = Instant::now();
+                        ok(server.handle(r).await).map(|_| t.elapsed().as_secs_f64() * 1000.0)
+                    })
+                })
+                .collect();
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.map_err(|e| anyhow!("join: {e}")).and_then(|r| r));
+            }
+            out
+        });
+        for l in lat {
+            par.push(l?);
+        }
+    }
+    for (what, mut v) in [("sequential", seq), ("20 at a time", par)] {
+        v.sort_by(f64::total_cmp);
+        let p = |q: f64| v[((v.len() as f64 * q) as usize).min(v.len() - 1)];
+        eprintln!(
+            "ADD latency, 100 pods {what}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            p(0.50),
+            p(0.99),
+            v[v.len() - 1]
+        );
+    }
     Ok(())
 }

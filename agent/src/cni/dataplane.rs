@@ -28,8 +28,8 @@
 //! (as every CNI plugin does). IPv6 forwarding is only set per host veth:
 //! `net.ipv6.conf.all.forwarding` also turns off router-advertisement
 //! processing on every interface of the node, so turning it on is the
-//! agent's (or operator's) decision — without it pods reach the node over
-//! IPv6 but not each other.
+//! agent's (or operator's) decision ([`enable_forwarding`]) — without it
+//! pods reach the node over IPv6 but not each other.
 //!
 //! Owns: creating, checking and removing one pod's interfaces. It never
 //! touches an interface it did not name, and never routes in the host
@@ -379,6 +379,20 @@ fn sysctl(key: &str, value: &str, optional: bool) -> Result<(), DataplaneError> 
         Err(e) if optional && e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(source) => Err(DataplaneError::Sysctl { path, source }),
     }
+}
+
+/// Turns on forwarding in `host` for the pods: IPv4 always, IPv6
+/// (`net.ipv6.conf.all.forwarding`, which also stops router-advertisement
+/// processing on the node's interfaces) when `ipv6`. For the agent at
+/// start when the node has an IPv6 pod CIDR, and for tests. Blocking.
+pub fn enable_forwarding(host: &NetnsHandle, ipv6: bool) -> Result<(), DataplaneError> {
+    in_ns(host, move || {
+        sysctl("net/ipv4/ip_forward", "1", false)?;
+        if ipv6 {
+            sysctl("net/ipv6/conf/all/forwarding", "1", false)?;
+        }
+        Ok(())
+    })
 }
 
 /// Installs host routes (protocol 52) in `host`: what the agent's FIB does

@@ -617,3 +617,76 @@ fn result(w: &PodWiring, wired: &Wired) -> CniResult {
         routes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn pod_with(annotation: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                annotations: annotation
+                    .map(|a| BTreeMap::from([(IP_ADDRS_ANNOTATION.to_string(), a.to_string())])),
+                ..ObjectMeta::default()
+            },
+            ..Pod::default()
+        }
+    }
+
+    #[test]
+    fn the_ip_addrs_annotation() {
+        assert_eq!(requested_addresses(&pod_with(None)), Ok(None));
+        assert_eq!(
+            requested_addresses(&pod_with(Some(r#"["10.244.1.7", " fd00:1::7 "]"#))),
+            Ok(Some(vec![
+                "10.244.1.7".parse().expect("addr"),
+                "fd00:1::7".parse().expect("addr")
+            ]))
+        );
+        let e = requested_addresses(&pod_with(Some("10.244.1.7"))).expect_err("not a list");
+        assert!(e.contains("is not a JSON list"), "{e}");
+        let e = requested_addresses(&pod_with(Some(r#"["10.244.1.300"]"#))).expect_err("bad");
+        assert!(e.contains("\"10.244.1.300\" is not an IP address"), "{e}");
+    }
+
+    #[test]
+    fn result_lists_both_ends_and_one_default_per_family() {
+        let w = PodWiring {
+            netns: "/var/run/netns/x".into(),
+            ifname: "eth0".into(),
+            host_iface: "tort0d7763386da".into(),
+            ips: vec![
+                "10.244.1.7".parse().expect("addr"),
+                "fd00:1::7".parse().expect("addr"),
+            ],
+            mtu: 1500,
+        };
+        let wired = Wired {
+            host_ifindex: 7,
+            host_mac: "ee:ee:ee:ee:ee:ee".into(),
+            pod_ifindex: 2,
+            pod_mac: "02:00:00:00:00:01".into(),
+        };
+        let r = result(&w, &wired);
+        assert_eq!(r.interfaces.len(), 2);
+        assert_eq!(r.interfaces[1].sandbox.as_deref(), Some("/var/run/netns/x"));
+        assert_eq!(r.ips[0].address.to_string(), "10.244.1.7/32");
+        assert_eq!(r.ips[1].address.to_string(), "fd00:1::7/128");
+        assert!(r.ips.iter().all(|i| i.interface == Some(1)));
+        assert_eq!(r.routes.len(), 2);
+        let ww = WiredWorkload {
+            namespace: "default".into(),
+            name: "web-0".into(),
+            container_id: "c".into(),
+            host_iface: w.host_iface.clone(),
+            host_ifindex: 7,
+            ips: w.ips.clone(),
+            netns: w.netns.clone(),
+            ifname: w.ifname.clone(),
+        };
+        let routes: Vec<String> = ww.host_routes().iter().map(ToString::to_string).collect();
+        assert_eq!(routes.len(), 2);
+        assert!(routes[0].starts_with("10.244.1.7/32"), "{routes:?}");
+    }
+}

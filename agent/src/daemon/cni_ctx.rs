@@ -7,7 +7,7 @@
 //! address. The two run concurrently.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Pod;
@@ -18,6 +18,9 @@ use crate::cni::server::{BoxFuture, CniContext, CniServer, WiredWorkload};
 use crate::cni::spec::Command;
 
 use super::Agent;
+
+/// How long an ADD waits for its Pod to appear in the model.
+pub const POD_WAIT: Duration = Duration::from_secs(5);
 
 /// The FIB source name of a workload's host routes.
 pub fn route_source(namespace: &str, name: &str) -> String {
@@ -108,6 +111,12 @@ pub async fn answer(agent: &Agent, server: &CniServer, line: &str) -> String {
         }
     };
     let add = matches!(req.env.command, Command::Add);
+    if add {
+        if let (Some(ns), Some(name)) = (&req.env.args.pod_namespace, &req.env.args.pod_name) {
+            // Unknown after the wait: the server answers "try again later".
+            agent.wait_for_pod(ns, name, POD_WAIT).await;
+        }
+    }
     let reply = server.handle(req).await;
     match &reply {
         CniReply::CniError(_) => agent.metrics.error("cni"),

@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use tortie_bgp::runtime;
 use tortie_policy::apply::{Applier, Dataplane, ProcessRunner, Runner};
 use tortie_policy::backend::{self, Backend};
@@ -115,7 +115,7 @@ fn parse_backend(s: &str) -> Result<Backend, String> {
 /// How often the main loop ticks (health, retries, periodic work).
 const TICK: Duration = Duration::from_secs(1);
 /// A burst of datastore changes within this window is one update.
-const DEBOUNCE: Duration = Duration::from_millis(50);
+const DEBOUNCE: Duration = Duration::from_millis(10);
 /// natOutgoing is re-checked (jump present, sets and rules) this often.
 const NAT_RESYNC: Duration = Duration::from_secs(30);
 /// A routing start that failed (port in use ...) is retried this often.
@@ -146,6 +146,9 @@ pub struct Agent {
     pub fib: FibHandle,
     pub policy: PolicyClient,
     model: RwLock<Option<Arc<Model>>>,
+    /// Bumped whenever a new model is in place (CNI ADDs wait on it for a
+    /// Pod the datastore has just published).
+    model_generation: tokio::sync::watch::Sender<u64>,
     routing: RwLock<Option<runtime::Handle>>,
     view: Mutex<AgentView>,
     ready: Mutex<ReadyInputs>,
@@ -159,6 +162,26 @@ impl Agent {
     /// The current model (None before the first snapshot).
     pub fn model(&self) -> Option<Arc<Model>> {
         self.model.read().ok().and_then(|m| m.clone())
+    }
+
+    /// Waits up to `timeout` until the model has pod `namespace/name`
+    /// (a kubelet creates the Pod object just before the CNI ADD; the
+    /// datastore and the model may be a few milliseconds behind).
+    pub async fn wait_for_pod(&self, namespace: &str, name: &str, timeout: Duration) -> bool {
+        let mut rx = self.model_generation.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self
+                .model()
+                .is_some_and(|m| m.pod(namespace, name).is_some())
+            {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
     }
 
     /// The node's pod CIDRs.
@@ -204,14 +227,16 @@ impl Agent {
             None => None,
         };
         let mut view = self.view.lock().map(|v| v.clone()).unwrap_or_default();
-        let stats = self.fib.stats();
-        view.routes_installed = stats.installed;
-        view.routes_failed = stats.failed;
-        for e in &stats.errors {
+        let fib = self.fib.stats().route_status();
+        view.routes_installed = fib.installed;
+        view.routes_failed = fib.failed;
+        for e in &fib.errors {
             view.routing_errors.push(format!("FIB: {e}"));
         }
         view.ready = metrics::readiness(&self.ready_inputs()).is_ok();
-        let doc = report::status(&view, report.as_ref());
+        let mut doc = report::status(&view, report.as_ref());
+        doc.routes.mtu = fib.mtu;
+        doc.routes.encapsulation = fib.encapsulation;
         let mut v = serde_json::to_value(doc)?;
         if routes {
             if let (Some(obj), Some(r)) = (v.as_object_mut(), report.as_ref()) {
@@ -314,9 +339,10 @@ async fn open_datastore(arg: &DatastoreArg) -> Result<SnapshotReceiver> {
     match arg {
         DatastoreArg::File(dir) => crate::datastore::spawn_file(dir.clone())
             .with_context(|| format!("starting the file datastore on {}", dir.display())),
-        DatastoreArg::Kubernetes => {
-            bail!("--datastore kubernetes is not available in this build; use --datastore file:DIR")
-        }
+        // In-cluster config, or $KUBECONFIG / ~/.kube/config.
+        DatastoreArg::Kubernetes => crate::datastore::kube::spawn_kubernetes(None)
+            .await
+            .context("connecting to the Kubernetes API"),
     }
 }
 
@@ -370,6 +396,7 @@ async fn run_async(args: Args) -> Result<()> {
         fib: fib.clone(),
         policy: policy_client.clone(),
         model: RwLock::new(None),
+        model_generation: tokio::sync::watch::channel(0).0,
         routing: RwLock::new(None),
         view: Mutex::new(AgentView {
             node: node.clone(),
@@ -552,6 +579,18 @@ async fn routing_stopped(r: &mut Option<Routing>) -> String {
 impl MainLoop {
     async fn on_snapshot(&mut self, snap: &DatastoreSnapshot) {
         let a = Arc::clone(&self.agent);
+        if snap.generation == 0 {
+            // The Kubernetes datastore's placeholder until every kind is
+            // listed: a model from it would have pods without their
+            // policies (holes) or no pods (local workloads dropped).
+            a.with_view(|v| {
+                v.datastore_errors = snap.errors.clone();
+                v.datastore_connected = snap.connected;
+                v.disconnected_since = snap.disconnected_since;
+            });
+            a.set_ready(|r| r.datastore_connected = false);
+            return;
+        }
         let previous = a.model();
         let model = Arc::new(Model::build(&snap.manifests, previous.as_deref()));
         let mut ds_errors = snap.errors.clone();
@@ -578,6 +617,7 @@ impl MainLoop {
         if let Ok(mut m) = a.model.write() {
             *m = Some(Arc::clone(&model));
         }
+        a.model_generation.send_modify(|g| *g += 1);
         match model.node_routing(&a.node) {
             Ok(nr) => {
                 if let Ok(mut c) = a.pod_cidrs.write() {

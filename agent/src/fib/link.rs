@@ -180,13 +180,17 @@ fn neigh_address(ip: IpAddr) -> NeighbourAddress {
     }
 }
 
+/// `NUD_NOARP | NUD_PERMANENT`, what `bridge fdb ... permanent` sends.
+const FDB_STATE: u16 = 0x40 | 0x80;
+const NUD_PERMANENT: u16 = 0x80;
+
 /// `bridge fdb replace MAC dev #index dst IP self permanent`: frames to the
 /// remote VTEP's MAC go to its underlay address.
 pub fn fdb_replace(index: u32, n: &Neigh) -> (u16, RouteNetlinkMessage) {
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = index;
-    m.header.state = NeighbourState::Permanent;
+    m.header.state = NeighbourState::from(FDB_STATE);
     m.header.flags = NeighbourFlags::Own;
     m.header.kind = RouteType::Unspec;
     m.attributes
@@ -497,7 +501,7 @@ impl LinkSocket {
                 let family_ok = (n.header.family == AddressFamily::Bridge) == fdb;
                 if family_ok
                     && n.header.ifindex == index
-                    && n.header.state == NeighbourState::Permanent
+                    && u16::from(n.header.state) & NUD_PERMANENT != 0
                 {
                     if let Some(e) = neigh_from(&n) {
                         out.push(e);
@@ -668,7 +672,7 @@ mod tests {
                 panic!("builds NewNeighbour");
             };
             assert_eq!(neigh_from(&parsed), Some(remote()));
-            assert_eq!(parsed.header.state, NeighbourState::Permanent);
+            assert_ne!(u16::from(parsed.header.state) & NUD_PERMANENT, 0);
         }
     }
 }
