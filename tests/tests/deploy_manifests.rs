@@ -584,3 +584,29 @@ fn rbac_grants_what_the_kubernetes_datastore_watches_and_writes_and_no_more() {
         .flatten()
         .any(|v| v == "system-node-critical"));
 }
+
+/// The README's BIRD ToR config for a cluster parses (`bird -p`), where
+/// BIRD is installed (it is on the build machines and in CI).
+#[test]
+fn the_bird_tor_config_for_a_cluster_parses() {
+    let conf = repo().join("examples/bgp/bird-tor-cluster.conf");
+    let Some(bird) = tortie_integration::which("bird") else {
+        assert!(!tortie_integration::in_ci(), "bird is missing under CI");
+        eprintln!("skipped: no bird");
+        return;
+    };
+    let out = tortie_integration::run_with_timeout(
+        std::process::Command::new(bird)
+            .arg("-p")
+            .arg("-c")
+            .arg(&conf),
+        std::time::Duration::from_secs(10),
+    )
+    .expect("run bird -p");
+    assert!(
+        out.status.success(),
+        "bird -p {}: {}",
+        conf.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -288,40 +288,82 @@ pub fn spawn_file(dir: PathBuf) -> anyhow::Result<SnapshotReceiver> {
     log_snapshot(&snapshot);
     let (tx, rx) = watch::channel(Arc::new(snapshot));
     let (events_tx, events) = mpsc::channel();
-    let watcher = make_watcher(&dir, events_tx.clone())
+    let rewatch = Rewatch::default();
+    let watcher = make_watcher(&dir, events_tx.clone(), rewatch.clone())
         .with_context(|| format!("cannot watch {}", dir.display()))?;
     std::thread::Builder::new()
         .name("datastore-file".into())
-        .spawn(move || run(state, scanner, dir, tx, events, events_tx, watcher))
+        .spawn(move || {
+            let link = Link {
+                tx,
+                events,
+                events_tx,
+                rewatch,
+            };
+            run(state, scanner, dir, link, watcher)
+        })
         .context("cannot start the file datastore thread")?;
     Ok(rx)
 }
 
-fn make_watcher(dir: &Path, events: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher> {
+/// Set by the watcher when the watched directory itself was removed or
+/// moved away: its inotify watch went with it (a directory recreated at
+/// once may even get the same inode, so this cannot be told by a stat).
+type Rewatch = Arc<std::sync::atomic::AtomicBool>;
+
+fn make_watcher(
+    dir: &Path,
+    events: mpsc::Sender<()>,
+    rewatch: Rewatch,
+) -> notify::Result<RecommendedWatcher> {
+    let roots: Vec<PathBuf> = std::iter::once(dir.to_path_buf())
+        .chain(dir.canonicalize().ok())
+        .collect();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Our own reads must not wake us; anything else (including a
-        // watcher error such as a queue overflow) means "rescan".
         if let Ok(ev) = &res {
+            // Our own reads must not wake us.
             if matches!(ev.kind, EventKind::Access(_)) {
                 return;
             }
+            let root_gone = matches!(
+                ev.kind,
+                EventKind::Remove(_) | EventKind::Modify(notify::event::ModifyKind::Name(_))
+            ) && ev.paths.iter().any(|p| roots.contains(p));
+            if root_gone {
+                rewatch.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
-        // The thread is gone when this fails: nothing to tell.
+        // Anything else (including a watcher error such as a queue
+        // overflow) means "rescan". The thread is gone when this fails:
+        // nothing to tell.
         let _ = events.send(());
     })?;
     w.watch(dir, RecursiveMode::Recursive)?;
     Ok(w)
 }
 
+/// The thread's channels.
+struct Link {
+    tx: watch::Sender<Arc<DatastoreSnapshot>>,
+    events: mpsc::Receiver<()>,
+    events_tx: mpsc::Sender<()>,
+    rewatch: Rewatch,
+}
+
 fn run(
     mut state: FileState,
     mut scanner: Scanner,
     dir: PathBuf,
-    tx: watch::Sender<Arc<DatastoreSnapshot>>,
-    events: mpsc::Receiver<()>,
-    events_tx: mpsc::Sender<()>,
+    link: Link,
     watcher: RecommendedWatcher,
 ) {
+    use std::sync::atomic::Ordering;
+    let Link {
+        tx,
+        events,
+        events_tx,
+        rewatch,
+    } = link;
     let mut watcher = Some(watcher);
     loop {
         let wait = if state.connected() { RESCAN } else { RETRY };
@@ -338,26 +380,47 @@ fn run(
             debug!(dir = %dir.display(), "file datastore: no receivers left, stopping");
             return;
         }
+        // Watch again before scanning, so a change is either in the scan
+        // or raises an event.
+        if rewatch.swap(false, Ordering::SeqCst) {
+            watcher = None;
+        }
+        if watcher.is_none() && dir.is_dir() {
+            match make_watcher(&dir, events_tx.clone(), rewatch.clone()) {
+                Ok(w) => watcher = Some(w),
+                Err(e) => warn!(dir = %dir.display(), "file datastore: cannot watch: {e}"),
+            }
+        }
         let mut s = scanner.scan(&dir, full);
         if state.removes_files(&s) {
             std::thread::sleep(REMOVAL_GRACE);
             while events.try_recv().is_ok() {}
-            s = scanner.scan(&dir, full);
+            s = rescan_after(s, scanner.scan(&dir, full));
         }
         if let Some(snapshot) = state.apply(s, SystemTime::now()) {
             log_snapshot(&snapshot);
             tx.send_replace(Arc::new(snapshot));
         }
-        // A directory that went away took its inotify watch with it.
         if !state.connected() {
             watcher = None;
-        } else if watcher.is_none() {
-            match make_watcher(&dir, events_tx.clone()) {
-                Ok(w) => watcher = Some(w),
-                Err(e) => warn!(dir = %dir.display(), "file datastore: cannot watch: {e}"),
+        }
+    }
+}
+
+/// The second of two scans, with what the first one read where the
+/// second found the file unchanged since (the state has not seen the
+/// first scan).
+fn rescan_after(first: Scan, mut second: Scan) -> Scan {
+    if let (Scan::Listed(mut old), Scan::Listed(new)) = (first, &mut second) {
+        for (path, read) in new.iter_mut() {
+            if *read == FileRead::Unchanged {
+                if let Some(earlier) = old.remove(path) {
+                    *read = earlier;
+                }
             }
         }
     }
+    second
 }
 
 /// Waits until events stop for [`DEBOUNCE`] (at most [`MAX_DEBOUNCE`]).
@@ -552,6 +615,20 @@ mod tests {
     }
 
     #[test]
+    fn the_grace_rescan_keeps_what_the_first_scan_read() {
+        let mut first = BTreeMap::new();
+        first.insert(PathBuf::from("/m/b.yaml"), FileRead::Text(NS_B.into()));
+        let mut second = BTreeMap::new();
+        second.insert(PathBuf::from("/m/b.yaml"), FileRead::Unchanged);
+        second.insert(PathBuf::from("/m/c.yaml"), FileRead::Unchanged);
+        let Scan::Listed(merged) = rescan_after(Scan::Listed(first), Scan::Listed(second)) else {
+            panic!("listed")
+        };
+        assert_eq!(merged[Path::new("/m/b.yaml")], FileRead::Text(NS_B.into()));
+        assert_eq!(merged[Path::new("/m/c.yaml")], FileRead::Unchanged);
+    }
+
+    #[test]
     fn removal_is_detected_for_the_grace_rescan() {
         let mut st = FileState::new("/m".into());
         st.apply(listed(&[("/m/a.yaml", NS_A)]), SystemTime::UNIX_EPOCH);
@@ -672,6 +749,40 @@ mod tests {
         st.apply(Scan::Listed(files), SystemTime::UNIX_EPOCH)
             .expect("changed");
         eprintln!("one file changed among 2000: {:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn a_directory_removed_and_recreated_is_watched_again() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("m");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("a.yaml"), NS_A).expect("write");
+        let mut rx = spawn_file(dir.clone()).expect("spawn");
+        std::fs::remove_dir_all(&dir).expect("rm");
+        let s = wait_for(&mut rx, |s| !s.connected).await;
+        assert_eq!(names(&s), ["a"], "the last objects stay");
+        assert!(s.disconnected_since.is_some());
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("b.yaml"), NS_B).expect("write");
+        wait_for(&mut rx, |s| s.connected && names(s) == ["b"]).await;
+        // Watched again: a change shows up without waiting for a rescan.
+        std::fs::write(dir.join("a.yaml"), NS_A).expect("write");
+        wait_for(&mut rx, |s| names(s) == ["a", "b"]).await;
+    }
+
+    #[tokio::test]
+    async fn a_directory_replaced_at_once_is_watched_again() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("m");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("a.yaml"), NS_A).expect("write");
+        let mut rx = spawn_file(dir.clone()).expect("spawn");
+        std::fs::remove_dir_all(&dir).expect("rm");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("b.yaml"), NS_B).expect("write");
+        wait_for(&mut rx, |s| s.connected && names(s) == ["b"]).await;
+        std::fs::write(dir.join("a.yaml"), NS_A).expect("write");
+        wait_for(&mut rx, |s| names(s) == ["a", "b"]).await;
     }
 
     #[test]

@@ -696,6 +696,13 @@ fn model_cost_for_500_nodes_and_5000_pods() {
     text.push_str(&pool("v4", "10.244.0.0/16", ""));
     let m = manifests(&text);
     let t = std::time::Instant::now();
+    let copy = m.clone();
+    eprintln!(
+        "Manifests::clone: {:?} ({} objects)",
+        t.elapsed(),
+        copy.len()
+    );
+    let t = std::time::Instant::now();
     let first = Model::build(&m, None);
     eprintln!("Model::build (500 nodes, 5000 pods): {:?}", t.elapsed());
     let t = std::time::Instant::now();
@@ -712,4 +719,17 @@ fn model_cost_for_500_nodes_and_5000_pods() {
         t.elapsed(),
         s.local.len()
     );
+}
+
+#[test]
+#[ignore = "manual check of a directory: TORTIE_CHECK_DIR=... TORTIE_CHECK_NODE=..."]
+fn check_dir_from_env() {
+    let dir = std::env::var("TORTIE_CHECK_DIR").expect("TORTIE_CHECK_DIR");
+    let m = crate::manifests::load_dir(Path::new(&dir)).expect("load");
+    eprintln!("manifest errors: {:#?}", m.errors);
+    let model = Model::build(&m, None);
+    eprintln!("model errors: {:#?}", model.errors);
+    if let Ok(node) = std::env::var("TORTIE_CHECK_NODE") {
+        eprintln!("{:#?}", model.node_routing(&node));
+    }
 }
