@@ -71,7 +71,10 @@ fn wait_known(lab: &TestLab, before: u64, more: u64) -> Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("n1's agent counts {now} workloads, not {} after 30 s", before + more);
+            bail!(
+                "n1's agent counts {now} workloads, not {} after 30 s",
+                before + more
+            );
         }
         std::thread::sleep(Duration::from_millis(5));
     }
