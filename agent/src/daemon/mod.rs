@@ -447,9 +447,12 @@ async fn run_async(args: Args) -> Result<()> {
 
     // The policy worker.
     {
+        // Saves read once per round, not once per question (policy.rs).
+        let saves = Arc::new(policy::SaveCache::new(runner.clone()));
         let applier = Applier::new(
-            Dataplane::new(Box::new(runner.clone()), backend).with_families(&families),
+            Dataplane::new(Box::new(Arc::clone(&saves)), backend).with_families(&families),
         );
+        let round: policy::RoundHook = Arc::new(move |open| saves.set_round(open));
         let a = Arc::clone(&agent);
         let r = runner.clone();
         let server = Arc::clone(&cni);
@@ -464,10 +467,11 @@ async fn run_async(args: Args) -> Result<()> {
             Some(snap)
         });
         let a = Arc::clone(&agent);
-        tokio::spawn(policy::run(
+        tokio::spawn(policy::run_with(
             policy_rx,
             applier,
             snapshot,
+            round,
             move |out, took| {
                 a.tick("policy");
                 a.metrics.policy_sync(took);
