@@ -7,4 +7,9 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Build the binaries the netns tests run (tortie, tortie-cni, the bench
+# bins) in the same invocation as the tests, so they share the tests'
+# feature set and dependency builds; a test that had to build them itself
+# would compile every dependency a second time inside its timeout.
+cargo build --workspace --bins --tests
 cargo test --workspace --no-fail-fast

@@ -30,20 +30,9 @@ use tortie_integration::{kill_pid, run_with_timeout, wait_for, Daemon, Netns};
 
 const METRICS_PORT: u16 = 9099;
 
+/// `tortie-cni` beside `tortie` (built when missing, as the cluster tests do).
 fn cni_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("TORTIE_CNI_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let tortie = tortie_binary()?;
-    let p = tortie.with_file_name("tortie-cni");
-    if p.is_file() {
-        Ok(p)
-    } else {
-        bail!(
-            "no tortie-cni next to {} (set TORTIE_CNI_BIN)",
-            tortie.display()
-        )
-    }
+    Ok(tortie_integration::cluster::binaries()?.cni)
 }
 
 fn manifests() -> String {

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  ADD:  ctx.pod(ns, name) ─► IPAM assign (tortie.io/ip-addrs if set)
-//!        ─► dataplane add (veth, addresses, routes)
-//!        ─► ctx.workload_ready (daemon: host route in the FIB + policy)
+//!        ─┬► dataplane add (veth, addresses, routes)      } at the same
+//!         └► ctx.workload_assigned (daemon: policy round) } time
+//!        ─► ctx.workload_ready (daemon: host route in the FIB)
 //!        ─► result          any failure: undo what was done, CNI error
 //!  DEL:  dataplane del (idempotent) ─► IPAM release
 //!        ─► ctx.workload_gone when the pod has no other sandbox
@@ -49,9 +50,22 @@ pub trait CniContext: Send + Sync {
     fn pod_cidrs(&self) -> Vec<IpNet>;
     /// The Pod object, when the datastore has it.
     fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
+    /// The pod's addresses are assigned in IPAM and its veth is being
+    /// made: a context may program the pod's policy now, while the
+    /// wiring runs (rules name the host interface, which need not exist
+    /// yet). The ADD waits for this too; an `Err` fails it (and undoes
+    /// it). Default: nothing, [`CniContext::workload_ready`] does it all.
+    fn workload_assigned<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
     /// The pod's veth is up with its addresses: install its host routes
-    /// (FIB, [`WiredWorkload::host_routes`]) and its policy; resolve when
-    /// both are programmed. An `Err` fails the ADD (and undoes it).
+    /// (FIB, [`WiredWorkload::host_routes`]) and its policy (unless
+    /// [`CniContext::workload_assigned`] did); resolve when both are
+    /// programmed. An `Err` fails the ADD (and undoes it).
     fn workload_ready<'a>(&'a self, w: &'a WiredWorkload) -> BoxFuture<'a, Result<(), String>>;
     /// The pod's last sandbox is gone: withdraw its host routes and policy.
     fn workload_gone<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, ()>;
@@ -300,12 +314,14 @@ impl CniServer {
             netns: Some(env.netns.clone()),
             ifname: Some(env.ifname.clone()),
         };
+        let started = Instant::now();
         let ips = self
             .with_ipam(move |ipam| {
                 ipam.assign_for(owner, &cidrs, requested.as_deref())
                     .map_err(ipam_error)
             })
             .await?;
+        let assigned = started.elapsed();
         let wiring = PodWiring {
             netns: env.netns.clone(),
             ifname: env.ifname.clone(),
@@ -313,10 +329,29 @@ impl CniServer {
             ips: ips.clone(),
             mtu: req.config.mtu(),
         };
-        let wired = match self.wire(&wiring).await {
+        // The policy round and the wiring run at the same time: the round
+        // needs the pod's addresses, not its veth.
+        let (wired, early) = tokio::join!(
+            self.wire(&wiring),
+            self.ctx.workload_assigned(&key.namespace, &key.name)
+        );
+        let failed = match (wired, early) {
+            (Ok(w), Ok(())) => Ok(w),
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(CniError::new(
+                code::PROGRAMMING,
+                format!("pod {key}: programming its policy failed"),
+            )
+            .with_details(e)),
+        };
+        let wired = match failed {
             Ok(w) => w,
             Err(e) => {
                 self.undo(&wiring, &env.container_id).await;
+                // The policy may already hold the released addresses.
+                if !self.pod_has_other_sandbox(&key, &env.container_id) {
+                    self.ctx.workload_gone(&key.namespace, &key.name).await;
+                }
                 return Err(e);
             }
         };
@@ -330,7 +365,17 @@ impl CniServer {
             netns: env.netns.clone(),
             ifname: env.ifname.clone(),
         };
-        if let Err(e) = self.ctx.workload_ready(&workload).await {
+        let wired_at = started.elapsed();
+        let ready = self.ctx.workload_ready(&workload).await;
+        // Where an ADD's time goes, for `RUST_LOG=tortie::cni=debug`.
+        tracing::debug!(
+            container = %env.container_id,
+            ipam_ms = ms(assigned),
+            wire_ms = ms(wired_at.saturating_sub(assigned)),
+            ready_ms = ms(started.elapsed().saturating_sub(wired_at)),
+            "CNI ADD phases"
+        );
+        if let Err(e) = ready {
             self.undo(&wiring, &env.container_id).await;
             if !self.pod_has_other_sandbox(&key, &env.container_id) {
                 self.ctx.workload_gone(&key.namespace, &key.name).await;
@@ -530,6 +575,10 @@ impl CniServer {
         )
         .unwrap_or_default()
     }
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 fn result(w: &PodWiring, wired: &Wired) -> CniResult {

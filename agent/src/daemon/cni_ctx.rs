@@ -4,7 +4,8 @@
 //! An ADD returns only when both halves of the pod's programming are in
 //! the kernel: its host route (through the FIB service, which repairs it
 //! at every resync) and a policy round that included the pod's IPAM
-//! address. The two run concurrently.
+//! address. The policy round starts once the address is assigned, while
+//! the veth is being made; the host route once the veth exists.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,16 +47,34 @@ impl CniContext for AgentContext {
         (node == Some(self.agent.node.as_str())).then(|| pod.clone())
     }
 
+    /// The policy round of an ADD starts as soon as IPAM has the pod's
+    /// addresses (the round's snapshot reads them there), while the
+    /// server makes the veth; the ADD waits for both.
+    fn workload_assigned<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let reason = format!("CNI ADD {namespace}/{name}");
+            self.agent
+                .policy
+                .apply_now(&reason)
+                .await
+                .map_err(|e| format!("policy: {e}"))
+        })
+    }
+
+    /// The host route; the policy was programmed by
+    /// [`CniContext::workload_assigned`].
     fn workload_ready<'a>(&'a self, w: &'a WiredWorkload) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let source = route_source(&w.namespace, &w.name);
-            let reason = format!("CNI ADD {}/{}", w.namespace, w.name);
-            let (route, policy) = tokio::join!(
-                self.agent.fib.set_local_routes(&source, w.host_routes()),
-                self.agent.policy.apply_now(&reason),
-            );
-            route.map_err(|e| format!("host route of {}: {e}", w.host_iface))?;
-            policy.map_err(|e| format!("policy: {e}"))
+            self.agent
+                .fib
+                .set_local_routes(&source, w.host_routes())
+                .await
+                .map_err(|e| format!("host route of {}: {e}", w.host_iface))
         })
     }
 

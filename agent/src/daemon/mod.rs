@@ -25,6 +25,7 @@
 //! iptables rules stay as they are. The socket file is removed.
 
 pub mod cni_ctx;
+pub mod kube_report;
 pub mod metrics;
 pub mod nat;
 pub mod policy;
@@ -335,15 +336,42 @@ pub fn workload_interfaces(runner: &dyn Runner) -> Vec<String> {
     names
 }
 
-async fn open_datastore(arg: &DatastoreArg) -> Result<SnapshotReceiver> {
+/// The datastore, and for Kubernetes the writer of the Node condition and
+/// Events (sharing the client).
+async fn open_datastore(
+    arg: &DatastoreArg,
+    node: &str,
+) -> Result<(SnapshotReceiver, Option<crate::datastore::kube::KubeWriter>)> {
+    use crate::datastore::kube as kube_ds;
     match arg {
-        DatastoreArg::File(dir) => crate::datastore::spawn_file(dir.clone())
-            .with_context(|| format!("starting the file datastore on {}", dir.display())),
+        DatastoreArg::File(dir) => Ok((
+            crate::datastore::spawn_file(dir.clone())
+                .with_context(|| format!("starting the file datastore on {}", dir.display()))?,
+            None,
+        )),
         // In-cluster config, or $KUBECONFIG / ~/.kube/config.
-        DatastoreArg::Kubernetes => crate::datastore::kube::spawn_kubernetes(None)
-            .await
-            .context("connecting to the Kubernetes API"),
+        DatastoreArg::Kubernetes => {
+            let client = kube_ds::connect(None)
+                .await
+                .context("connecting to the Kubernetes API")?;
+            let settings = kube_ds::KubeSettings::from_env();
+            // secretKeyRefs without a namespace resolve where the datastore
+            // watches Secrets (the agent's namespace).
+            crate::model::set_secret_default_namespace(settings.secrets_namespace.clone());
+            let rx = kube_ds::spawn_with_client(client.clone(), settings);
+            Ok((rx, Some(kube_ds::KubeWriter::new(client, node))))
+        }
     }
+}
+
+/// Forwarding for the pods in the agent's namespace: IPv4 always, IPv6
+/// when the node has an IPv6 pod CIDR. Blocking (enters the namespace on a
+/// thread of its own).
+fn enable_forwarding(ipv6: bool) -> Result<()> {
+    let here = crate::cni::netns::NetnsHandle::current()
+        .context("opening the agent's network namespace")?;
+    crate::cni::dataplane::enable_forwarding(&here, ipv6)
+        .with_context(|| format!("enabling forwarding (ipv6: {ipv6})"))
 }
 
 /// What the main loop owns.
@@ -360,6 +388,8 @@ struct MainLoop {
     nat_pools: Vec<NatPool>,
     last_nat: Instant,
     nat_error: Option<String>,
+    /// Forwarding turned on so far: (IPv4, IPv6).
+    forwarding: (bool, bool),
 }
 
 async fn run_async(args: Args) -> Result<()> {
@@ -417,9 +447,12 @@ async fn run_async(args: Args) -> Result<()> {
 
     // The policy worker.
     {
+        // Saves read once per round, not once per question (policy.rs).
+        let saves = Arc::new(policy::SaveCache::new(runner.clone()));
         let applier = Applier::new(
-            Dataplane::new(Box::new(runner.clone()), backend).with_families(&families),
+            Dataplane::new(Box::new(Arc::clone(&saves)), backend).with_families(&families),
         );
+        let round: policy::RoundHook = Arc::new(move |open| saves.set_round(open));
         let a = Arc::clone(&agent);
         let r = runner.clone();
         let server = Arc::clone(&cni);
@@ -434,10 +467,11 @@ async fn run_async(args: Args) -> Result<()> {
             Some(snap)
         });
         let a = Arc::clone(&agent);
-        tokio::spawn(policy::run(
+        tokio::spawn(policy::run_with(
             policy_rx,
             applier,
             snapshot,
+            round,
             move |out, took| {
                 a.tick("policy");
                 a.metrics.policy_sync(took);
@@ -457,7 +491,10 @@ async fn run_async(args: Args) -> Result<()> {
         ));
     }
 
-    let mut datastore = open_datastore(&args.datastore).await?;
+    let (mut datastore, writer) = open_datastore(&args.datastore, &node).await?;
+    if let Some(w) = writer {
+        tokio::spawn(kube_report::run(Arc::clone(&agent), w));
+    }
 
     // agent.sock: status and CNI.
     let sock = args.run_dir.join("agent.sock");
@@ -503,6 +540,7 @@ async fn run_async(args: Args) -> Result<()> {
         nat_pools: Vec::new(),
         last_nat: Instant::now(),
         nat_error: None,
+        forwarding: (false, false),
     };
 
     let first = datastore.borrow_and_update().clone();
@@ -623,6 +661,7 @@ impl MainLoop {
                 if let Ok(mut c) = a.pod_cidrs.write() {
                     *c = nr.pod_cidrs.clone();
                 }
+                self.ensure_forwarding(&nr);
                 self.wanted = Some(nr);
                 self.apply_routing().await;
             }
@@ -747,6 +786,26 @@ impl MainLoop {
         a.metrics.route_sync(started.elapsed());
         a.set_ready(|r| r.routes_synced = true);
         self.applied = Some(nr);
+    }
+
+    /// Turns forwarding on once the node's pod CIDRs are known (IPv6 only
+    /// with an IPv6 pod CIDR: it also stops router advertisements being
+    /// taken on the node's interfaces). Never turned off again.
+    fn ensure_forwarding(&mut self, nr: &NodeRouting) {
+        let v6 = nr.pod_cidrs.iter().any(|c| c.addr().is_ipv6());
+        if self.forwarding.0 && (self.forwarding.1 || !v6) {
+            return;
+        }
+        match tokio::task::block_in_place(|| enable_forwarding(v6)) {
+            Ok(()) => {
+                info!(ipv6 = v6, "forwarding enabled");
+                self.forwarding = (true, self.forwarding.1 || v6);
+            }
+            Err(e) => {
+                warn!("{e:#}");
+                self.agent.metrics.error("routing");
+            }
+        }
     }
 
     fn apply_nat(&mut self, force: bool) {

@@ -10,17 +10,96 @@
 //! A failed apply keeps the last good ruleset in force (the applier
 //! guarantees it) and is reported in the status; the next round sends
 //! the full state again.
+//!
+//! Speed (a CNI ADD waits for a round, so a round's cost is an ADD's):
+//! - a round without an ack whose compiled ruleset equals the last one
+//!   applied successfully is skipped (a Pod's `status.podIPs` written
+//!   back, an unrelated object changed): it would run six processes to
+//!   change nothing, and a CNI ADD arriving meanwhile would wait for it.
+//!   Drift is still repaired by the [`RESYNC`] round, and rounds that
+//!   carry an ack always apply (they check the kernel);
+//! - within one round, the `*-save -t filter` output is read once per
+//!   family ([`SaveCache`]): the applier reads it to see whether its
+//!   chains exist and again for the builtin jumps, with only `ipset`
+//!   between the two. Any other table tool clears it, so a read after a
+//!   restore is always fresh; nothing is kept between rounds.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tortie_policy::apply::Applier;
+use tortie_policy::apply::{Applier, RunError, Runner};
 use tortie_policy::{compile, Snapshot};
 use tracing::{debug, info, warn};
 
 /// Full re-apply period (repairs rules or sets changed by hand).
 pub const RESYNC: Duration = Duration::from_secs(60);
+
+/// A [`Runner`] that, while a round is open, answers a repeated
+/// `*-save` command from the first answer. Any command other than a save
+/// or `ipset`/`ip` (which cannot change a table) forgets every answer,
+/// and so does the end of the round: the kernel is read fresh at least
+/// once per round (see the module docs).
+#[derive(Debug)]
+pub struct SaveCache<R> {
+    inner: R,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    open: bool,
+    saves: BTreeMap<String, String>,
+}
+
+impl<R: Runner> SaveCache<R> {
+    pub fn new(inner: R) -> SaveCache<R> {
+        SaveCache {
+            inner,
+            state: Mutex::new(CacheState::default()),
+        }
+    }
+
+    /// Starts (`true`) or ends (`false`) a round; both forget everything.
+    pub fn set_round(&self, open: bool) {
+        if let Ok(mut st) = self.state.lock() {
+            st.open = open;
+            st.saves.clear();
+        }
+    }
+}
+
+impl<R: Runner> Runner for SaveCache<R> {
+    fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, RunError> {
+        let is_save = program.ends_with("-save") && stdin.is_none();
+        let key = format!("{program} {}", args.join(" "));
+        if is_save {
+            if let Ok(st) = self.state.lock() {
+                if let (true, Some(out)) = (st.open, st.saves.get(&key)) {
+                    return Ok(out.clone());
+                }
+            }
+        } else if program != "ipset" && program != "ip" {
+            if let Ok(mut st) = self.state.lock() {
+                st.saves.clear();
+            }
+        }
+        let out = self.inner.run(program, args, stdin)?;
+        if is_save {
+            if let Ok(mut st) = self.state.lock() {
+                if st.open {
+                    st.saves.insert(key, out.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a round may skip: called with `true` when a round starts and
+/// `false` when it ends (see [`SaveCache::set_round`]).
+pub type RoundHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// One request to the worker.
 #[derive(Debug)]
@@ -84,9 +163,21 @@ pub type SnapshotFn = Arc<dyn Fn() -> Option<Snapshot> + Send + Sync>;
 /// Runs rounds until every client is gone. `report` gets each round's
 /// outcome and duration.
 pub async fn run(
+    rx: mpsc::UnboundedReceiver<Request>,
+    applier: Applier,
+    snapshot: SnapshotFn,
+    report: impl Fn(&Outcome, Duration) + Send + Sync,
+) {
+    run_with(rx, applier, snapshot, Arc::new(|_| {}), report).await;
+}
+
+/// [`run`], calling `round(true)` before and `round(false)` after each
+/// apply (the [`SaveCache`] of the applier's runner).
+pub async fn run_with(
     mut rx: mpsc::UnboundedReceiver<Request>,
     applier: Applier,
     snapshot: SnapshotFn,
+    round: RoundHook,
     report: impl Fn(&Outcome, Duration) + Send + Sync,
 ) {
     let mut applier = Some(applier);
@@ -94,6 +185,10 @@ pub async fn run(
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     resync.tick().await;
     let mut last_outcome: Option<Outcome> = None;
+    // The kernel holds `applier.last_applied()` as of the last round, and
+    // no resync is due: a round without an ack that would apply the same
+    // ruleset may be skipped.
+    let mut in_sync = false;
     loop {
         let mut batch = Vec::new();
         tokio::select! {
@@ -102,6 +197,7 @@ pub async fn run(
                 None => return,
             },
             _ = resync.tick() => {
+                in_sync = false;
                 if let Some(a) = applier.as_mut() {
                     a.resync();
                 }
@@ -117,6 +213,8 @@ pub async fn run(
         };
         let started = Instant::now();
         let snap_fn = Arc::clone(&snapshot);
+        let hook = Arc::clone(&round);
+        let may_skip = in_sync && batch.iter().all(|r| r.ack.is_none());
         // Building the snapshot lists interfaces (`ip link`), and applying
         // runs ipset/iptables: both block, so neither runs on a runtime
         // worker.
@@ -124,6 +222,7 @@ pub async fn run(
             let Some(snap) = snap_fn() else {
                 return (a, None);
             };
+            let snapped = started.elapsed();
             let compiled = compile(&snap);
             let stats = compiled.stats();
             let mut outcome = Outcome {
@@ -132,7 +231,21 @@ pub async fn run(
                 errors: compiled.errors.iter().map(ToString::to_string).collect(),
                 applied: false,
             };
+            if may_skip && a.last_applied() == Some(&compiled.ruleset) {
+                debug!("policy round: nothing changed, skipped");
+                outcome.applied = true;
+                return (a, Some((outcome, Ok(()))));
+            }
+            let compiled_at = started.elapsed();
+            hook(true);
             let result = a.apply(&compiled);
+            hook(false);
+            debug!(
+                snapshot_ms = snapped.as_millis() as u64,
+                compile_ms = compiled_at.saturating_sub(snapped).as_millis() as u64,
+                apply_ms = started.elapsed().saturating_sub(compiled_at).as_millis() as u64,
+                "policy round timings"
+            );
             match &result {
                 Ok(rep) => {
                     outcome.applied = true;
@@ -168,6 +281,9 @@ pub async fn run(
             continue;
         };
         let took = started.elapsed();
+        // A skipped round is reported too: it is the worker's heartbeat,
+        // and its outcome is the one in force.
+        in_sync = result.is_ok();
         if last_outcome.as_ref() != Some(&outcome) {
             match &result {
                 Ok(()) => info!(
@@ -194,7 +310,7 @@ pub async fn run(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tortie_policy::apply::{Dataplane, RunError, Runner};
+    use tortie_policy::apply::Dataplane;
     use tortie_policy::backend::Backend;
 
     use super::*;
@@ -272,6 +388,77 @@ mod tests {
         assert!(
             got.errors.iter().any(|e| e.contains("previous rules kept")),
             "{got:?}"
+        );
+    }
+
+    /// Counts every command; `iptables-nft-save` answers a fixed text.
+    #[derive(Debug, Default)]
+    struct Counting {
+        calls: Mutex<Vec<String>>,
+    }
+
+    impl Runner for Counting {
+        fn run(&self, program: &str, _: &[&str], _: Option<&str>) -> Result<String, RunError> {
+            self.calls.lock().expect("lock").push(program.to_string());
+            Ok(format!("saved {}", self.calls.lock().expect("lock").len()))
+        }
+    }
+
+    #[test]
+    fn save_cache_reads_once_per_round_and_never_across_a_restore() {
+        let cache = SaveCache::new(Counting::default());
+        let save = |c: &SaveCache<Counting>| {
+            c.run("iptables-nft-save", &["-t", "filter"], None)
+                .expect("runs")
+        };
+        // No round open: every save goes to the kernel.
+        assert_ne!(save(&cache), save(&cache));
+        cache.set_round(true);
+        let first = save(&cache);
+        assert_eq!(save(&cache), first, "same round, nothing restored");
+        cache
+            .run("ipset", &["restore", "-exist"], Some("x"))
+            .expect("runs");
+        assert_eq!(save(&cache), first, "ipset does not change a table");
+        cache
+            .run("iptables-nft-restore", &["--noflush"], Some("x"))
+            .expect("runs");
+        let after = save(&cache);
+        assert_ne!(after, first, "a restore makes the next save fresh");
+        cache.set_round(false);
+        cache.set_round(true);
+        assert_ne!(save(&cache), after, "a new round reads again");
+        let calls = cache.inner.calls.lock().expect("lock").len();
+        assert_eq!(calls, 7);
+    }
+
+    #[tokio::test]
+    async fn unchanged_rounds_without_ack_are_skipped_acked_ones_apply() {
+        let (client, rx) = PolicyClient::new();
+        let fake = Fake::default();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(
+            rx,
+            applier(fake.clone()),
+            Arc::new(|| Some(Snapshot::default())),
+            move |out, _| {
+                let _ = done_tx.send(out.applied);
+            },
+        ));
+        client.apply_now("first").await.expect("applied");
+        assert_eq!(done_rx.recv().await, Some(true));
+        let after_first = *fake.restores.lock().expect("lock");
+        client.kick("status.podIPs written");
+        assert_eq!(done_rx.recv().await, Some(true), "reported as in force");
+        assert_eq!(
+            *fake.restores.lock().expect("lock"),
+            after_first,
+            "nothing changed: nothing run"
+        );
+        client.apply_now("CNI ADD").await.expect("applied");
+        assert!(
+            *fake.restores.lock().expect("lock") > after_first,
+            "an acked round checks the kernel"
         );
     }
 

@@ -206,17 +206,7 @@ mod tests {
     use crate::fib::reconcile::Op;
     use std::time::Instant;
 
-    fn net(s: &str) -> IpNet {
-        s.parse().expect("test prefix")
-    }
-    fn via(dst: &str, gws: &[&str]) -> KernelRoute {
-        KernelRoute::unicast(
-            net(dst),
-            gws.iter()
-                .map(|g| NextHop::via(g.parse().expect("addr")))
-                .collect(),
-        )
-    }
+    use crate::fib::reconcile::tests::{net, via};
     fn plan(rec: &mut Reconciler) -> Vec<String> {
         rec.plan(Instant::now())
             .iter()

@@ -327,16 +327,16 @@ impl Reconciler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fib::route::NextHop;
     use ipnet::IpNet;
 
-    fn net(s: &str) -> IpNet {
+    pub(crate) fn net(s: &str) -> IpNet {
         s.parse().expect("test prefix")
     }
 
-    fn via(dst: &str, gws: &[&str]) -> KernelRoute {
+    pub(crate) fn via(dst: &str, gws: &[&str]) -> KernelRoute {
         KernelRoute::unicast(
             net(dst),
             gws.iter()

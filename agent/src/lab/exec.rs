@@ -248,7 +248,11 @@ mod tests {
         let mut c = Command::new("sleep");
         c.arg("30");
         let pid = spawn_daemon(c, &dir.path().join("log")).unwrap();
-        assert!(is_running(pid, "sleep"));
+        // Until the child has exec'd, its command line is still ours.
+        wait_for("sleep to start", Duration::from_secs(5), || {
+            is_running(pid, "sleep").then_some(())
+        })
+        .unwrap();
         // A PID whose command line is another program is left alone.
         assert!(!stop(pid, "bird", Duration::from_millis(100)));
         assert!(is_running(pid, "sleep"));

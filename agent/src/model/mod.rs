@@ -25,7 +25,10 @@ use crate::crd::{
 };
 use crate::manifests::{Manifests, RawObject, Source};
 
-pub use routing::{NodeRouting, PoolRouting, RemoteNode, SECRET_DEFAULT_NAMESPACE};
+pub use routing::{
+    secret_default_namespace, secret_namespace_from, set_secret_default_namespace, NodeRouting,
+    PoolRouting, RemoteNode, SECRET_DEFAULT_NAMESPACE,
+};
 pub use validate::{
     ObjectError, PeerScope, ValidNode, ValidPeer, ValidPool, ANNOTATION_ASN,
     ANNOTATION_BGP_ADDRESS, ANNOTATION_RR_CLUSTER_ID, DEFAULT_V4_PREFIX_LEN, DEFAULT_V6_PREFIX_LEN,

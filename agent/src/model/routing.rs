@@ -33,10 +33,44 @@ use crate::resources::{
     SpeakerConfigSpec,
 };
 
-/// Namespace of a `secretKeyRef` that names none: where tortie is
-/// deployed (deploy/), the one namespace whose Secrets the Kubernetes
-/// datastore watches.
+/// Namespace of a `secretKeyRef` that names none, unless the agent sets
+/// another with [`set_secret_default_namespace`]: where tortie is deployed
+/// (deploy/). With the file datastore this default stays: a Secret without
+/// `metadata.namespace` in the manifests is in `default`, so a secretKeyRef
+/// to it must name `namespace: default` (or the Secret must say
+/// `namespace: tortie-system`).
 pub const SECRET_DEFAULT_NAMESPACE: &str = "tortie-system";
+
+/// The process-wide override of [`SECRET_DEFAULT_NAMESPACE`]: the agent's
+/// own namespace with the Kubernetes datastore, because RBAC lets it read
+/// Secrets only there and the datastore watches only that namespace.
+static SECRET_NAMESPACE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The namespace for a `secretKeyRef` without one, from the value of
+/// `POD_NAMESPACE` (the DaemonSet sets it from the downward API): that
+/// value when set and not empty, else [`SECRET_DEFAULT_NAMESPACE`].
+pub fn secret_namespace_from(pod_namespace: Option<&str>) -> String {
+    pod_namespace
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or(SECRET_DEFAULT_NAMESPACE)
+        .to_string()
+}
+
+/// Sets the namespace of secretKeyRefs without one for this process (once,
+/// at agent start, before the first model; later calls are ignored and
+/// return false).
+pub fn set_secret_default_namespace(namespace: String) -> bool {
+    SECRET_NAMESPACE.set(namespace).is_ok()
+}
+
+/// The namespace a `secretKeyRef` without one resolves in.
+pub fn secret_default_namespace() -> &'static str {
+    SECRET_NAMESPACE
+        .get()
+        .map(String::as_str)
+        .unwrap_or(SECRET_DEFAULT_NAMESPACE)
+}
 
 /// Graceful restart time offered on mesh sessions: long enough for an
 /// agent restart (the routes stay in the kernel meanwhile).
@@ -276,7 +310,7 @@ impl Model {
                 (
                     r.namespace
                         .clone()
-                        .unwrap_or_else(|| SECRET_DEFAULT_NAMESPACE.to_string()),
+                        .unwrap_or_else(|| secret_default_namespace().to_string()),
                     r.name.clone(),
                 )
             })
@@ -298,7 +332,7 @@ impl Model {
         let Some(r) = &pw.secret_key_ref else {
             return Ok(None);
         };
-        let ns = r.namespace.as_deref().unwrap_or(SECRET_DEFAULT_NAMESPACE);
+        let ns = r.namespace.as_deref().unwrap_or(secret_default_namespace());
         let field = "spec.password.secretKeyRef";
         let secret = self
             .secret(ns, &r.name)
@@ -382,5 +416,28 @@ fn router_id(node: &ValidNode, bgp_address: IpNet) -> Option<Ipv4Addr> {
     match bgp_address.addr() {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => node.internal_v4.first().copied(),
+    }
+}
+
+#[cfg(test)]
+mod secret_namespace_tests {
+    use super::*;
+
+    #[test]
+    fn pod_namespace_wins_when_set() {
+        assert_eq!(secret_namespace_from(Some("kube-system")), "kube-system");
+    }
+
+    #[test]
+    fn unset_or_empty_pod_namespace_means_tortie_system() {
+        assert_eq!(secret_namespace_from(None), "tortie-system");
+        assert_eq!(secret_namespace_from(Some("")), "tortie-system");
+        assert_eq!(secret_namespace_from(Some("  ")), "tortie-system");
+    }
+
+    #[test]
+    fn without_an_override_refs_resolve_in_tortie_system() {
+        // Tests never call set_secret_default_namespace (process-wide).
+        assert_eq!(secret_default_namespace(), SECRET_DEFAULT_NAMESPACE);
     }
 }

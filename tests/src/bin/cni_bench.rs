@@ -14,7 +14,9 @@
 //!
 //! 1. CNI ADD latency, one after another: the time of `tortie-cni ADD`
 //!    (process start to exit, which the contract says is after the pod's
-//!    host route and policy are programmed) for N pods on n1.
+//!    host route and policy are programmed) for N pods on n1, each timed
+//!    once n1's agent has seen its Pod object (as with a kubelet, whose
+//!    sandbox comes after the agent's watch delivered the Pod).
 //! 2. The same, 20 ADDs at a time (5 batches).
 //! 3. Remote admission: a new `frontend` pod on n1 pings db-n2 every 10 ms
 //!    from its CNI ADD on (dropped by n2's policy: n2 does not know the
@@ -56,10 +58,36 @@ fn summary(name: &str, mut ms: Vec<f64>) -> String {
     )
 }
 
-/// One CNI ADD, timed. The Pod object was written just before; an agent
-/// that has not seen it yet answers "try again" (CNI error 11), which is
-/// retried as a kubelet would, and only the successful call is timed
-/// (the retries are the datastore's latency, not the ADD's).
+/// Waits until n1's agent has seen `more` Pods beyond `before` local
+/// workloads (its policy status counts them), as a kubelet's sandbox
+/// comes long after the scheduler bound the Pod and the agent's watch
+/// delivered it: the ADD is timed from there, not the datastore's
+/// propagation (measured separately as admission).
+fn wait_known(lab: &TestLab, before: u64, more: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = lab.agent_status("n1")?.policy.workloads;
+        if now >= before + more {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "n1's agent counts {now} workloads, not {} after 30 s",
+                before + more
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn workloads(lab: &TestLab) -> Result<u64> {
+    Ok(lab.agent_status("n1")?.policy.workloads)
+}
+
+/// One CNI ADD, timed. The Pod object was written before and the agent
+/// has seen it ([`wait_known`]); should it still answer "try again" (CNI
+/// error 11), that is retried as a kubelet would, and only the
+/// successful call is timed.
 fn timed_add(lab: &TestLab, pod: &PodPlan) -> Result<(f64, Vec<std::net::IpAddr>)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -101,7 +129,9 @@ fn main() -> Result<()> {
     let mut seq = Vec::new();
     for i in 0..sequential {
         let pod = web(&prefix, &format!("s{i}"));
+        let before = workloads(&lab)?;
         lab.prepare_pod(&pod)?;
+        wait_known(&lab, before, 1)?;
         let (ms, ips) = timed_add(&lab, &pod)?;
         lab.finish_pod(&pod, &ips)?;
         seq.push(ms);
@@ -113,9 +143,11 @@ fn main() -> Result<()> {
         let pods: Vec<PodPlan> = (0..batch)
             .map(|i| web(&prefix, &format!("c{b}x{i}")))
             .collect();
+        let before = workloads(&lab)?;
         for p in &pods {
             lab.prepare_pod(p)?;
         }
+        wait_known(&lab, before, pods.len() as u64)?;
         let lab_ref = &lab;
         let results: Vec<Result<(f64, Vec<std::net::IpAddr>)>> = std::thread::scope(|s| {
             let hs: Vec<_> = pods
