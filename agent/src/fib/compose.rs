@@ -299,24 +299,34 @@ mod tests {
     fn local_routes_win_and_give_the_key_back() {
         let mut rec = Reconciler::new();
         rec.mark_synced();
+        // Plans, and records every op as accepted.
+        let plan = |rec: &mut Reconciler| {
+            let ops = rec.plan(Instant::now());
+            rec.record(
+                ops.iter().map(|op| crate::fib::OpOutcome {
+                    op: op.clone(),
+                    result: Ok(()),
+                }),
+                Instant::now(),
+            );
+            ops
+        };
         let mut c = Composer::new(EncapContext::default());
         let learned = via("10.244.1.7/32", &["192.0.2.12"]);
         c.learn(&mut rec, learned.key, Some(learned.clone()));
         let host = KernelRoute::unicast(net("10.244.1.7/32"), vec![NextHop::dev(4)]);
         c.set_local(&mut rec, "cni", vec![host.clone()]);
-        assert_eq!(rec.plan(Instant::now()), vec![Op::Add(host.clone())]);
+        assert_eq!(plan(&mut rec), vec![Op::Add(host.clone())]);
         // The learned route changes underneath: the local one stays.
         let l2 = via("10.244.1.7/32", &["192.0.2.13"]);
         c.learn(&mut rec, l2.key, Some(l2.clone()));
-        assert!(rec
-            .plan(Instant::now())
-            .iter()
-            .all(|op| op.route() == &host));
+        assert!(plan(&mut rec).is_empty());
         // The pod goes: the learned route takes the key again.
         c.set_local(&mut rec, "cni", vec![]);
-        assert_eq!(rec.plan(Instant::now()), vec![Op::Add(l2)]);
+        assert_eq!(plan(&mut rec), vec![Op::Replace(l2.clone())]);
         // Neither: nothing wanted.
         c.learn(&mut rec, learned.key, None);
-        assert!(rec.plan(Instant::now()).is_empty());
+        assert_eq!(plan(&mut rec), vec![Op::Delete(l2)]);
+        assert!(plan(&mut rec).is_empty());
     }
 }

@@ -10,8 +10,10 @@
 //! makes a million routes take seconds instead of minutes (`ip -batch`
 //! waits for each request in turn).
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::IpAddr;
+use std::sync::mpsc;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
@@ -191,41 +193,275 @@ impl RouteSocket {
     /// when the socket itself fails.
     pub fn apply(&mut self, protocol: u8, ops: &[Op]) -> Result<Vec<OpOutcome>, FibError> {
         let mut outcomes = Vec::with_capacity(ops.len());
-        for batch in ops.chunks(BATCH_MESSAGES) {
-            let first_seq = self.seq.wrapping_add(1).max(1);
-            self.out.clear();
-            let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
-            for (i, op) in batch.iter().enumerate() {
-                let seq = self.next_seq();
-                let ack = if i + 1 == batch.len() { NLM_F_ACK } else { 0 };
-                encode_op(&mut self.out, op, protocol, seq, ack);
+        self.apply_each(protocol, ops.to_vec(), |o| outcomes.push(o))?;
+        Ok(outcomes)
+    }
+
+    /// Applies operations, pipelined, handing each outcome to `on_outcome`
+    /// in order, batch by batch as the kernel answers (so the caller can
+    /// record them while the kernel works on the next batch). An error of
+    /// one route never stops the others. `Err` only when the socket itself
+    /// fails; the operations not handed back by then have an unknown fate.
+    ///
+    /// More than one batch: a second thread does the `sendmsg`s and reads
+    /// the acknowledgements while this one encodes the next batch and
+    /// hands out the outcomes of the previous one. The kernel installs a
+    /// batch's routes inside `sendmsg`, so with two cores tortie's own work
+    /// hides behind the kernel's. Batches stay in order on one socket, so
+    /// sequence numbers still name each route.
+    pub fn apply_each(
+        &mut self,
+        protocol: u8,
+        ops: Vec<Op>,
+        mut on_outcome: impl FnMut(OpOutcome),
+    ) -> Result<(), FibError> {
+        if ops.len() <= BATCH_MESSAGES {
+            if ops.is_empty() {
+                return Ok(());
             }
-            let last_seq = self.seq;
-            self.sock
-                .send(&self.out, 0)
-                .map_err(|source| FibError::Io {
-                    what: "send route batch",
-                    source,
-                })?;
-            self.read_until(|m| {
-                let seq = m.header.sequence_number;
-                let NetlinkPayload::Error(e) = m.payload else {
-                    return false;
-                };
-                if e.code.is_some() {
-                    let idx = seq.wrapping_sub(first_seq) as usize;
-                    if let Some(slot) = results.get_mut(idx) {
-                        *slot = Err(os_reason(e.raw_code()));
+            let mut out = std::mem::take(&mut self.out);
+            let first_seq = self.encode_batch(&mut out, &ops, protocol);
+            let sent = Sent {
+                buf: out,
+                first_seq,
+                count: ops.len(),
+            };
+            let done = send_and_collect(&self.sock, &mut self.inbuf, sent);
+            let done = match done {
+                Ok(d) => d,
+                Err(e) => return Err(e),
+            };
+            self.out = done.buf;
+            hand_out(ops, &done.errors, &mut on_outcome);
+            return Ok(());
+        }
+        let mut ops = ops.into_iter();
+        let mut recv_buf = std::mem::take(&mut self.inbuf);
+        let sock = &self.sock;
+        let mut seq = self.seq;
+        let result = std::thread::scope(|scope| {
+            // Two batches queued: one in the kernel, one ready behind it,
+            // while this thread encodes a third.
+            let (to_sender, batches) = mpsc::sync_channel::<Sent>(2);
+            let (done_tx, done_rx) = mpsc::channel::<Result<Done, FibError>>();
+            let sender = scope.spawn(move || {
+                for sent in batches {
+                    let done = send_and_collect(sock, &mut recv_buf, sent);
+                    let failed = done.is_err();
+                    if done_tx.send(done).is_err() || failed {
+                        break;
                     }
                 }
-                seq == last_seq
-            })?;
-            outcomes.extend(batch.iter().zip(results).map(|(op, result)| OpOutcome {
-                op: op.clone(),
-                result,
-            }));
+                recv_buf
+            });
+            let mut in_flight: VecDeque<Vec<Op>> = VecDeque::new();
+            let mut spare: Vec<Vec<u8>> = Vec::new();
+            let mut failure = None;
+            // Hands out one finished batch; false once the sender failed.
+            let mut finish = |done: Result<Done, FibError>,
+                              in_flight: &mut VecDeque<Vec<Op>>,
+                              spare: &mut Vec<Vec<u8>>,
+                              failure: &mut Option<FibError>| {
+                match done {
+                    Ok(done) => {
+                        let batch = in_flight.pop_front().unwrap_or_default();
+                        hand_out(batch, &done.errors, &mut on_outcome);
+                        spare.push(done.buf);
+                        true
+                    }
+                    Err(e) => {
+                        *failure = Some(e);
+                        false
+                    }
+                }
+            };
+            'send: loop {
+                let batch: Vec<Op> = ops.by_ref().take(BATCH_MESSAGES).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let mut buf = spare.pop().unwrap_or_default();
+                buf.clear();
+                let first_seq = batch_start(&mut seq);
+                for (i, op) in batch.iter().enumerate() {
+                    seq += 1;
+                    let ack = if i + 1 == batch.len() { NLM_F_ACK } else { 0 };
+                    encode_op(&mut buf, op, protocol, seq, ack);
+                }
+                let sent = Sent {
+                    buf,
+                    first_seq,
+                    count: batch.len(),
+                };
+                in_flight.push_back(batch);
+                if to_sender.send(sent).is_err() {
+                    // The sender stopped: its error is on `done_rx`.
+                    break;
+                }
+                // Outcomes of finished batches, without waiting; wait only
+                // when three batches are out (the queue is full anyway).
+                loop {
+                    let done = if in_flight.len() >= 3 {
+                        match done_rx.recv() {
+                            Ok(d) => d,
+                            Err(_) => break 'send,
+                        }
+                    } else {
+                        match done_rx.try_recv() {
+                            Ok(d) => d,
+                            Err(_) => break,
+                        }
+                    };
+                    if !finish(done, &mut in_flight, &mut spare, &mut failure) {
+                        break 'send;
+                    }
+                }
+            }
+            drop(to_sender);
+            while failure.is_none() && !in_flight.is_empty() {
+                match done_rx.recv() {
+                    Ok(done) => {
+                        finish(done, &mut in_flight, &mut spare, &mut failure);
+                    }
+                    Err(_) => break,
+                }
+            }
+            drop(done_rx);
+            let recv_buf = sender.join().unwrap_or_default();
+            match failure {
+                Some(e) => Err(e),
+                None if !in_flight.is_empty() => Err(FibError::Io {
+                    what: "route batch sender",
+                    source: io::Error::other("the sender thread stopped"),
+                }),
+                None => Ok(recv_buf),
+            }
+        });
+        self.seq = seq;
+        self.inbuf = result?;
+        Ok(())
+    }
+
+    /// Encodes `ops` as one batch into `out` (cleared first), the last
+    /// asking for an acknowledgement; returns the first sequence number.
+    fn encode_batch(&mut self, out: &mut Vec<u8>, ops: &[Op], protocol: u8) -> u32 {
+        out.clear();
+        let first_seq = batch_start(&mut self.seq);
+        for (i, op) in ops.iter().enumerate() {
+            self.seq += 1;
+            let seq = self.seq;
+            let ack = if i + 1 == ops.len() { NLM_F_ACK } else { 0 };
+            encode_op(out, op, protocol, seq, ack);
         }
-        Ok(outcomes)
+        first_seq
+    }
+}
+
+/// The first sequence number of a batch of at most [`BATCH_MESSAGES`]
+/// requests following `seq` (the last one used). Starts again at 1 where
+/// the batch would wrap, so that every number in a batch is
+/// `first + index` (and none is 0).
+fn batch_start(seq: &mut u32) -> u32 {
+    if *seq > u32::MAX - BATCH_MESSAGES as u32 - 1 {
+        *seq = 0;
+    }
+    *seq + 1
+}
+
+/// One encoded batch on its way to the kernel.
+struct Sent {
+    buf: Vec<u8>,
+    first_seq: u32,
+    count: usize,
+}
+
+/// The kernel's answer to a batch: the refused requests by index in the
+/// batch, with their (negated errno) codes; the buffer comes back for
+/// reuse.
+struct Done {
+    buf: Vec<u8>,
+    errors: Vec<(usize, i32)>,
+}
+
+/// Sends one batch and reads until its last request is acknowledged. The
+/// kernel answers a refused request with an error carrying its sequence
+/// number and the last one (which asks for an ack) either way, in order.
+fn send_and_collect(sock: &Socket, inbuf: &mut Vec<u8>, sent: Sent) -> Result<Done, FibError> {
+    sock.send(&sent.buf, 0).map_err(|source| FibError::Io {
+        what: "send route batch",
+        source,
+    })?;
+    // A batch never straddles the wrap of sequence numbers (`batch_start`).
+    let last_seq = sent
+        .first_seq
+        .wrapping_add(u32::try_from(sent.count.saturating_sub(1)).unwrap_or(u32::MAX));
+    let mut errors = Vec::new();
+    loop {
+        inbuf.clear();
+        if inbuf.capacity() < RECV_BUF {
+            inbuf.reserve(RECV_BUF);
+        }
+        sock.recv(inbuf, 0).map_err(|source| FibError::Io {
+            what: "receive",
+            source,
+        })?;
+        let mut off = 0;
+        while let Some(len) = inbuf.get(off..).and_then(message_len) {
+            let msg = inbuf.get(off..off + len).unwrap_or_default();
+            off += len;
+            let Some((seq, code)) = ack_of(msg) else {
+                continue;
+            };
+            if code != 0 {
+                let idx = seq.wrapping_sub(sent.first_seq) as usize;
+                if idx < sent.count {
+                    errors.push((idx, code));
+                }
+            }
+            if seq == last_seq {
+                errors.sort_unstable();
+                return Ok(Done {
+                    buf: sent.buf,
+                    errors,
+                });
+            }
+        }
+    }
+}
+
+/// `(sequence number, error code)` of an `NLMSG_ERROR` message (an ack
+/// when the code is 0); `None` for any other message.
+///
+/// ```text
+/// struct nlmsghdr { u32 len; u16 type; u16 flags; u32 seq; u32 pid; }
+/// struct nlmsgerr { i32 error; struct nlmsghdr msg; ... }
+/// ```
+fn ack_of(msg: &[u8]) -> Option<(u32, i32)> {
+    const NLMSG_ERROR: u16 = 2;
+    let kind = u16::from_ne_bytes(msg.get(4..6)?.try_into().ok()?);
+    if kind != NLMSG_ERROR {
+        return None;
+    }
+    let seq = u32::from_ne_bytes(msg.get(8..12)?.try_into().ok()?);
+    let code = i32::from_ne_bytes(msg.get(16..20)?.try_into().ok()?);
+    Some((seq, code))
+}
+
+/// Pairs a batch's operations with the kernel's answers.
+fn hand_out(batch: Vec<Op>, errors: &[(usize, i32)], on_outcome: &mut impl FnMut(OpOutcome)) {
+    let mut errors = errors.iter().peekable();
+    for (i, op) in batch.into_iter().enumerate() {
+        let mut result = Ok(());
+        while let Some(&&(idx, code)) = errors.peek() {
+            if idx > i {
+                break;
+            }
+            if idx == i {
+                result = Err(os_reason(code));
+            }
+            errors.next();
+        }
+        on_outcome(OpOutcome { op, result });
     }
 }
 

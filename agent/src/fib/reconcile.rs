@@ -10,10 +10,19 @@
 //! one key dirty, a burst of changes to the same prefix collapses into one
 //! operation carrying the last state, and `plan` looks only at dirty keys.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use ipnet::IpNet;
+
 use super::route::{KernelRoute, RouteKey, RouteTarget};
+
+/// The hasher of the reconciler's prefix-keyed maps: a million-route
+/// install hashes every key a few times, and SipHash cost about a tenth of
+/// it. foldhash is seeded per process, so a peer cannot precompute
+/// colliding prefixes.
+type FastState = foldhash::fast::RandomState;
+type KeyMap<V> = HashMap<RouteKey, V, FastState>;
 
 /// One change to make in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,14 +79,158 @@ pub struct FailedRoute {
     pub reason: String,
 }
 
+/// Everything known about one key. One map of these instead of one map
+/// per view (desired, kernel, dirty): a route costs one hash lookup per
+/// step (set, plan, record) instead of three or four, which at a million
+/// routes is most of the reconciler's time.
+#[derive(Debug, Default)]
+struct Slot {
+    desired: Option<RouteTarget>,
+    /// What the kernel holds, as far as we know.
+    kernel: Kernel,
+    /// Listed in `Reconciler::dirty`.
+    dirty: bool,
+    /// Scratch mark of `set_all`: named by the new desired set.
+    kept: bool,
+}
+
+/// The kernel's route for a slot's key. Usually the desired target, which
+/// is then not stored twice: a million installed routes would otherwise
+/// cost a million more allocations.
+#[derive(Debug, Default)]
+enum Kernel {
+    #[default]
+    Absent,
+    /// The slot's desired target.
+    Same,
+    Other(RouteTarget),
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.desired.is_none() && matches!(self.kernel, Kernel::Absent) && !self.dirty
+    }
+
+    /// What the kernel holds, as far as we know.
+    fn kernel(&self) -> Option<&RouteTarget> {
+        match &self.kernel {
+            Kernel::Absent => None,
+            Kernel::Same => self.desired.as_ref(),
+            Kernel::Other(t) => Some(t),
+        }
+    }
+
+    /// Sets the desired target; `true` when there was one before.
+    fn set_desired(&mut self, target: Option<RouteTarget>) -> bool {
+        let old = std::mem::replace(&mut self.desired, target);
+        let had = old.is_some();
+        if matches!(self.kernel, Kernel::Same) {
+            // The kernel still holds the old target.
+            self.kernel = old.map_or(Kernel::Absent, Kernel::Other);
+        }
+        had
+    }
+}
+
 /// Desired state, last known kernel state, and what is left to do.
 #[derive(Debug, Default)]
 pub struct Reconciler {
-    desired: HashMap<RouteKey, RouteTarget>,
-    kernel: HashMap<RouteKey, RouteTarget>,
-    dirty: HashSet<RouteKey>,
-    failures: HashMap<RouteKey, Failure>,
+    slots: KeyMap<Slot>,
+    /// Keys to look at in the next `plan`, each once (`Slot::dirty`).
+    dirty: Vec<RouteKey>,
+    /// Refused routes; usually empty, so kept apart from the slots.
+    failures: KeyMap<Failure>,
+    /// What the kernel held before a planned replace, until its outcome
+    /// comes back (a refusal leaves the old route in place).
+    replaced: KeyMap<RouteTarget>,
+    /// Slots with a desired target.
+    n_desired: usize,
+    /// Slots with a kernel target.
+    n_installed: usize,
     synced: bool,
+}
+
+/// Marks `slot` dirty and lists its key, once.
+fn mark(dirty: &mut Vec<RouteKey>, key: RouteKey, slot: &mut Slot) {
+    if !slot.dirty {
+        slot.dirty = true;
+        dirty.push(key);
+    }
+}
+
+/// Sets `slot.kernel`, keeping the installed count.
+fn set_kernel(n_installed: &mut usize, slot: &mut Slot, kernel: Kernel) {
+    match (
+        matches!(slot.kernel, Kernel::Absent),
+        matches!(kernel, Kernel::Absent),
+    ) {
+        (true, false) => *n_installed += 1,
+        (false, true) => *n_installed -= 1,
+        _ => {}
+    }
+    slot.kernel = kernel;
+}
+
+fn found(target: Option<RouteTarget>) -> Kernel {
+    target.map_or(Kernel::Absent, Kernel::Other)
+}
+
+/// `RouteKey`'s order as plain integers, cheaper to compare a million
+/// times than the derived comparison through `IpNet`'s enum.
+fn order(key: &RouteKey) -> (u32, bool, u128, u8) {
+    let (v6, addr) = match key.dst {
+        IpNet::V4(n) => (false, u128::from(u32::from(n.addr()))),
+        IpNet::V6(n) => (true, u128::from(n.addr())),
+    };
+    (key.table, v6, addr, key.dst.prefix_len())
+}
+
+/// Plans below this many dirty keys look each one up (see `plan`).
+const SCAN_MIN: usize = 4096;
+
+/// Plans one due dirty slot: pushes its operation, if any, and updates the
+/// slot as if the kernel accepts it. `true` when the slot needs nothing
+/// (settled: its failure, if any, is over).
+fn plan_slot(
+    key: RouteKey,
+    slot: &mut Slot,
+    synced: bool,
+    ops: &mut Vec<Op>,
+    replaced: &mut KeyMap<RouteTarget>,
+    n_installed: &mut usize,
+) -> bool {
+    slot.dirty = false;
+    let Some(want) = &slot.desired else {
+        if synced {
+            if let Kernel::Other(have) = std::mem::take(&mut slot.kernel) {
+                *n_installed -= 1;
+                ops.push(Op::Delete(KernelRoute { key, target: have }));
+                return false;
+            }
+        }
+        return true;
+    };
+    match &slot.kernel {
+        Kernel::Absent => {
+            ops.push(Op::Add(KernelRoute {
+                key,
+                target: want.clone(),
+            }));
+            set_kernel(n_installed, slot, Kernel::Same);
+            false
+        }
+        Kernel::Other(have) if !want.satisfied_by(have) => {
+            ops.push(Op::Replace(KernelRoute {
+                key,
+                target: want.clone(),
+            }));
+            if let Kernel::Other(old) = std::mem::replace(&mut slot.kernel, Kernel::Same) {
+                replaced.insert(key, old);
+            }
+            false
+        }
+        Kernel::Same | Kernel::Other(_) => true,
+    }
 }
 
 impl Reconciler {
@@ -99,9 +252,9 @@ impl Reconciler {
             return;
         }
         self.synced = true;
-        for key in self.kernel.keys() {
-            if !self.desired.contains_key(key) {
-                self.dirty.insert(*key);
+        for (key, slot) in self.slots.iter_mut() {
+            if slot.kernel().is_some() && slot.desired.is_none() {
+                mark(&mut self.dirty, *key, slot);
             }
         }
     }
@@ -110,164 +263,254 @@ impl Reconciler {
     /// its key).
     pub fn set(&mut self, route: KernelRoute) {
         let KernelRoute { key, target } = route;
-        if self.desired.get(&key) != Some(&target) {
-            self.desired.insert(key, target);
-            self.dirty.insert(key);
-            self.failures.remove(&key);
+        let slot = self.slots.entry(key).or_default();
+        if slot.desired.as_ref() != Some(&target) {
+            if !slot.set_desired(Some(target)) {
+                self.n_desired += 1;
+            }
+            mark(&mut self.dirty, key, slot);
+            if !self.failures.is_empty() {
+                self.failures.remove(&key);
+            }
         }
     }
 
     /// No longer wants a route for `key`.
     pub fn remove(&mut self, key: RouteKey) {
-        if self.desired.remove(&key).is_some() {
-            self.dirty.insert(key);
-            self.failures.remove(&key);
+        let Some(slot) = self.slots.get_mut(&key) else {
+            return;
+        };
+        if slot.set_desired(None) {
+            self.n_desired -= 1;
+            mark(&mut self.dirty, key, slot);
+            if !self.failures.is_empty() {
+                self.failures.remove(&key);
+            }
         }
     }
 
-    /// Replaces the whole desired set.
+    /// Replaces the whole desired set (a key given twice takes the last
+    /// target).
     pub fn set_all(&mut self, routes: impl IntoIterator<Item = KernelRoute>) {
-        let new: HashMap<RouteKey, RouteTarget> =
-            routes.into_iter().map(|r| (r.key, r.target)).collect();
-        for key in self.desired.keys() {
-            if !new.contains_key(key) {
-                self.dirty.insert(*key);
+        let routes = routes.into_iter();
+        // Into an empty table (the first full set), nothing can be left
+        // out, and the walk below is skipped.
+        let first = self.slots.is_empty();
+        self.slots.reserve(routes.size_hint().0);
+        for KernelRoute { key, target } in routes {
+            let slot = self.slots.entry(key).or_default();
+            slot.kept = !first;
+            if slot.desired.as_ref() != Some(&target) {
+                if !slot.set_desired(Some(target)) {
+                    self.n_desired += 1;
+                }
+                mark(&mut self.dirty, key, slot);
+                if !self.failures.is_empty() {
+                    self.failures.remove(&key);
+                }
             }
         }
-        for (key, target) in &new {
-            if self.desired.get(key) != Some(target) {
-                self.dirty.insert(*key);
+        if first {
+            return;
+        }
+        for (key, slot) in self.slots.iter_mut() {
+            if std::mem::take(&mut slot.kept) {
+                continue;
+            }
+            if slot.set_desired(None) {
+                self.n_desired -= 1;
+                mark(&mut self.dirty, *key, slot);
+                if !self.failures.is_empty() {
+                    self.failures.remove(key);
+                }
             }
         }
-        self.desired = new;
     }
 
     /// Feeds a fresh dump of the kernel's routes of tortie's protocol (all
     /// tables tortie uses). Keys whose kernel state differs from what we
     /// believed become dirty, so hand-made changes are repaired.
     pub fn observe_dump(&mut self, routes: impl IntoIterator<Item = KernelRoute>) {
-        let fresh: HashMap<RouteKey, RouteTarget> =
-            routes.into_iter().map(|r| (r.key, r.target)).collect();
-        for (key, believed) in &self.kernel {
-            if !fresh.get(key).is_some_and(|f| believed.satisfied_by(f)) {
-                self.dirty.insert(*key);
+        let routes = routes.into_iter();
+        let mut fresh: KeyMap<RouteTarget> =
+            KeyMap::with_capacity_and_hasher(routes.size_hint().0, FastState::default());
+        fresh.extend(routes.map(|r| (r.key, r.target)));
+        for (key, slot) in self.slots.iter_mut() {
+            let found = fresh.remove(key);
+            // Keep our own (desired-form) belief where the kernel agrees, so
+            // the next dump compares like with like.
+            let agrees = match (slot.kernel(), &found) {
+                (Some(believed), Some(f)) => believed.satisfied_by(f),
+                // A key that is desired but absent from both views (say, a
+                // route that failed before the dump) must be retried too.
+                (None, None) => slot.desired.is_none(),
+                _ => false,
+            };
+            if !agrees {
+                set_kernel(&mut self.n_installed, slot, self::found(found));
+                mark(&mut self.dirty, *key, slot);
             }
         }
-        for (key, found) in &fresh {
-            if !self.kernel.get(key).is_some_and(|b| b.satisfied_by(found)) {
-                self.dirty.insert(*key);
-            }
+        self.slots.reserve(fresh.len());
+        for (key, found) in fresh {
+            let mut slot = Slot::default();
+            set_kernel(&mut self.n_installed, &mut slot, Kernel::Other(found));
+            mark(&mut self.dirty, key, &mut slot);
+            self.slots.insert(key, slot);
         }
-        // A key that is desired but absent from both views (say, a route
-        // that failed before the dump) must be retried too.
-        for key in self.desired.keys() {
-            if !fresh.contains_key(key) {
-                self.dirty.insert(*key);
-            }
-        }
-        // Keep our own (desired-form) belief where the kernel agrees, so the
-        // next dump compares like with like.
-        let mut merged = fresh;
-        for (key, found) in merged.iter_mut() {
-            if let Some(believed) = self.kernel.get(key) {
-                if believed.satisfied_by(found) {
-                    *found = believed.clone();
-                }
-            }
-        }
-        self.kernel = merged;
     }
 
     /// The operations to run now, for dirty keys whose backoff (if any) has
-    /// expired, sorted by key. Planned keys stop being dirty; `record` puts
-    /// failed ones back with a backoff.
+    /// expired, sorted by key. Planned keys stop being dirty.
+    ///
+    /// The reconciler takes each operation as done when it plans it (the
+    /// kernel accepts nearly all of them); [`Reconciler::record_one`]
+    /// undoes that for a refusal and puts the key back with a backoff. So
+    /// recording an accepted operation touches nothing, and the outcomes
+    /// of one plan must be recorded before the next plan. Outcomes never
+    /// recorded (the socket failed) are repaired by the next dump, like any
+    /// other drift.
     pub fn plan(&mut self, now: Instant) -> Vec<Op> {
-        let mut keys: Vec<RouteKey> = Vec::with_capacity(self.dirty.len());
-        for key in &self.dirty {
-            match self.failures.get(key) {
-                Some(f) if f.retry_at > now => {}
-                _ => keys.push(*key),
-            }
+        // Old targets of replaces whose outcome never came back.
+        self.replaced.clear();
+        // A large plan (the whole table at start, a withdrawal of
+        // everything) walks the table in memory order instead of looking
+        // up each key: at a million routes the lookups' cache misses were
+        // most of the planning time.
+        if self.dirty.len() >= SCAN_MIN && self.dirty.len() >= self.slots.len() / 4 {
+            self.plan_by_scan(now)
+        } else {
+            self.plan_by_key(now)
+        }
+    }
+
+    fn plan_by_key(&mut self, now: Instant) -> Vec<Op> {
+        let mut keys = std::mem::take(&mut self.dirty);
+        if !self.failures.is_empty() {
+            let failures = &self.failures;
+            let (due, later): (Vec<RouteKey>, Vec<RouteKey>) = keys
+                .into_iter()
+                .partition(|key| failures.get(key).is_none_or(|f| f.retry_at <= now));
+            keys = due;
+            self.dirty = later;
         }
         keys.sort_unstable();
         let mut ops = Vec::with_capacity(keys.len());
         for key in keys {
-            self.dirty.remove(&key);
-            let desired = self.desired.get(&key);
-            let kernel = self.kernel.get(&key);
-            match (desired, kernel) {
-                (Some(want), None) => ops.push(Op::Add(KernelRoute {
-                    key,
-                    target: want.clone(),
-                })),
-                (Some(want), Some(have)) if !want.satisfied_by(have) => {
-                    ops.push(Op::Replace(KernelRoute {
-                        key,
-                        target: want.clone(),
-                    }))
-                }
-                (Some(_), Some(_)) => {
-                    self.failures.remove(&key);
-                }
-                (None, Some(have)) if self.synced => ops.push(Op::Delete(KernelRoute {
-                    key,
-                    target: have.clone(),
-                })),
-                (None, _) => {
-                    self.failures.remove(&key);
-                }
+            let Some(slot) = self.slots.get_mut(&key) else {
+                continue;
+            };
+            let settled = plan_slot(
+                key,
+                slot,
+                self.synced,
+                &mut ops,
+                &mut self.replaced,
+                &mut self.n_installed,
+            );
+            if slot.is_empty() {
+                self.slots.remove(&key);
+            }
+            if settled && !self.failures.is_empty() {
+                self.failures.remove(&key);
             }
         }
         ops
     }
 
+    fn plan_by_scan(&mut self, now: Instant) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(self.dirty.len());
+        let mut later = Vec::new();
+        let mut settled_keys = Vec::new();
+        self.dirty.clear();
+        let synced = self.synced;
+        let failures = &self.failures;
+        let replaced = &mut self.replaced;
+        let n_installed = &mut self.n_installed;
+        self.slots.retain(|key, slot| {
+            if !slot.dirty {
+                return true;
+            }
+            if !failures.is_empty() && failures.get(key).is_some_and(|f| f.retry_at > now) {
+                later.push(*key);
+                return true;
+            }
+            if plan_slot(*key, slot, synced, &mut ops, replaced, n_installed)
+                && !failures.is_empty()
+            {
+                settled_keys.push(*key);
+            }
+            !slot.is_empty()
+        });
+        self.dirty = later;
+        for key in settled_keys {
+            self.failures.remove(&key);
+        }
+        ops.sort_unstable_by_key(|op| order(&op.route().key));
+        ops
+    }
+
     /// Takes the kernel's answers to planned operations.
     pub fn record(&mut self, outcomes: impl IntoIterator<Item = OpOutcome>, now: Instant) {
-        for OpOutcome { op, result } in outcomes {
-            let key = op.route().key;
-            match result {
-                Ok(()) => {
-                    self.failures.remove(&key);
-                    match op {
-                        Op::Add(r) | Op::Replace(r) => {
-                            self.kernel.insert(key, r.target);
-                        }
-                        Op::Delete(_) => {
-                            self.kernel.remove(&key);
-                        }
-                    }
-                }
-                Err(reason) => {
-                    // "No such process" on delete: already gone, which is
-                    // what we wanted.
-                    if matches!(op, Op::Delete(_)) && reason.contains("No such process") {
-                        self.kernel.remove(&key);
-                        self.failures.remove(&key);
-                        continue;
-                    }
-                    let attempts = self.failures.get(&key).map_or(0, |f| f.attempts) + 1;
-                    let backoff = FIRST_BACKOFF
-                        .saturating_mul(1u32 << (attempts - 1).min(16))
-                        .min(MAX_BACKOFF);
-                    self.failures.insert(
-                        key,
-                        Failure {
-                            attempts,
-                            retry_at: now + backoff,
-                            reason,
-                        },
-                    );
-                    self.dirty.insert(key);
-                }
-            }
+        for o in outcomes {
+            self.record_one(o, now);
         }
+    }
+
+    /// Takes the kernel's answer to one planned operation (as they arrive,
+    /// batch by batch, from `RouteSocket::apply_each`). An accepted one
+    /// only clears a past failure: `plan` already counted it as done.
+    pub fn record_one(&mut self, outcome: OpOutcome, now: Instant) {
+        let OpOutcome { op, result } = outcome;
+        let key = op.route().key;
+        let reason = match result {
+            Ok(()) => {
+                if !self.failures.is_empty() {
+                    self.failures.remove(&key);
+                }
+                if matches!(op, Op::Replace(_)) {
+                    self.replaced.remove(&key);
+                }
+                return;
+            }
+            // "No such process" on delete: already gone, which is what we
+            // wanted.
+            Err(reason) if matches!(op, Op::Delete(_)) && reason.contains("No such process") => {
+                if !self.failures.is_empty() {
+                    self.failures.remove(&key);
+                }
+                return;
+            }
+            Err(reason) => reason,
+        };
+        // The kernel kept what it had: undo what `plan` assumed.
+        let slot = self.slots.entry(key).or_default();
+        let had = match op {
+            Op::Add(_) => None,
+            Op::Replace(_) => self.replaced.remove(&key),
+            Op::Delete(r) => Some(r.target),
+        };
+        set_kernel(&mut self.n_installed, slot, found(had));
+        mark(&mut self.dirty, key, slot);
+        let attempts = self.failures.get(&key).map_or(0, |f| f.attempts) + 1;
+        let backoff = FIRST_BACKOFF
+            .saturating_mul(1u32 << (attempts - 1).min(16))
+            .min(MAX_BACKOFF);
+        self.failures.insert(
+            key,
+            Failure {
+                attempts,
+                retry_at: now + backoff,
+                reason,
+            },
+        );
     }
 
     /// When the next refused route is due for a retry.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.failures
             .iter()
-            .filter(|(k, _)| self.dirty.contains(k))
+            .filter(|(k, _)| self.slots.get(*k).is_some_and(|s| s.dirty))
             .map(|(_, f)| f.retry_at)
             .min()
     }
@@ -279,12 +522,12 @@ impl Reconciler {
 
     /// Routes of ours the kernel holds, as far as we know.
     pub fn installed(&self) -> usize {
-        self.kernel.len()
+        self.n_installed
     }
 
     /// Desired routes.
     pub fn desired(&self) -> usize {
-        self.desired.len()
+        self.n_desired
     }
 
     /// Whether `routes` are in the kernel as given: `Some(Ok)` when every
@@ -293,15 +536,15 @@ impl Reconciler {
     pub fn state_of(&self, routes: &[KernelRoute]) -> Option<Result<(), String>> {
         let mut pending = false;
         for r in routes {
-            if self.desired.get(&r.key) != Some(&r.target) {
+            let slot = self.slots.get(&r.key);
+            if slot.and_then(|s| s.desired.as_ref()) != Some(&r.target) {
                 return Some(Err(format!("{}: replaced by a later request", r.key.dst)));
             }
             if let Some(f) = self.failures.get(&r.key) {
                 return Some(Err(format!("{r}: {}", f.reason)));
             }
-            if !self
-                .kernel
-                .get(&r.key)
+            if !slot
+                .and_then(Slot::kernel)
                 .is_some_and(|k| r.target.satisfied_by(k))
             {
                 pending = true;
@@ -624,6 +867,152 @@ pub(crate) mod tests {
         assert_eq!(r.installed(), 0);
         assert!(r.failed().is_empty());
         assert!(!r.has_work());
+    }
+
+    #[test]
+    fn a_refused_replace_keeps_the_old_route_and_a_refused_delete_the_route() {
+        let t0 = Instant::now();
+        let mut r = Reconciler::new();
+        r.mark_synced();
+        r.set(via("10.244.2.0/24", &["192.0.2.12"]));
+        let ops = r.plan(t0);
+        ok_all(&mut r, &ops, t0);
+        r.set(via("10.244.2.0/24", &["192.0.2.13"]));
+        let ops = r.plan(t0);
+        assert_eq!(
+            ops,
+            vec![Op::Replace(via("10.244.2.0/24", &["192.0.2.13"]))]
+        );
+        r.record(
+            ops.into_iter().map(|op| OpOutcome {
+                op,
+                result: Err("Network is unreachable".into()),
+            }),
+            t0,
+        );
+        assert_eq!(r.installed(), 1);
+        // The kernel still has the old next hop: withdrawing now deletes it.
+        r.remove(RouteKey {
+            table: 254,
+            dst: net("10.244.2.0/24"),
+        });
+        let ops = r.plan(t0);
+        assert_eq!(ops, vec![Op::Delete(via("10.244.2.0/24", &["192.0.2.12"]))]);
+        assert_eq!(r.installed(), 0, "counted as done when planned");
+        r.record(
+            ops.into_iter().map(|op| OpOutcome {
+                op,
+                result: Err("Operation not permitted".into()),
+            }),
+            t0,
+        );
+        assert_eq!(r.installed(), 1, "a refused delete leaves the route");
+        assert_eq!(r.failed()[0].reason, "Operation not permitted");
+        assert!(r.plan(t0).is_empty(), "not before the backoff");
+        assert_eq!(
+            r.plan(t0 + FIRST_BACKOFF),
+            vec![Op::Delete(via("10.244.2.0/24", &["192.0.2.12"]))]
+        );
+    }
+
+    #[test]
+    fn a_large_plan_is_sorted_and_minimal_like_a_small_one() {
+        let t0 = Instant::now();
+        let n = SCAN_MIN as u32 * 2;
+        let route = |i: u32, gw: &str| {
+            let dst = ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000 | (i << 4)), 28)
+                .expect("prefix");
+            via(&dst.to_string(), &[gw])
+        };
+        let mut r = Reconciler::new();
+        r.mark_synced();
+        // Backwards, so that neither insertion nor table order is sorted.
+        r.set_all((0..n).rev().map(|i| route(i, "192.0.2.12")));
+        let ops = r.plan(t0);
+        assert_eq!(ops.len(), n as usize);
+        assert!(ops.windows(2).all(|w| w[0].route().key < w[1].route().key));
+        assert!(ops.iter().all(|op| matches!(op, Op::Add(_))));
+        // One refused, the rest accepted.
+        r.record(
+            ops.into_iter().enumerate().map(|(i, op)| OpOutcome {
+                op,
+                result: if i == 7 {
+                    Err("Network is unreachable".into())
+                } else {
+                    Ok(())
+                },
+            }),
+            t0,
+        );
+        assert_eq!(r.installed(), n as usize - 1);
+        // The even routes move; route 7 (odd: unchanged) is still due
+        // later. A plan of this many keys is also the large kind.
+        r.set_all((0..n).map(|i| {
+            route(
+                i,
+                if i % 2 == 0 {
+                    "192.0.2.13"
+                } else {
+                    "192.0.2.12"
+                },
+            )
+        }));
+        let ops = r.plan(t0);
+        assert_eq!(ops.len(), n as usize / 2, "route 7 waits for its backoff");
+        assert!(ops.windows(2).all(|w| w[0].route().key < w[1].route().key));
+        assert!(ops.iter().all(|op| matches!(op, Op::Replace(_))));
+        ok_all(&mut r, &ops, t0);
+        let ops = r.plan(t0 + FIRST_BACKOFF);
+        assert_eq!(ops, vec![Op::Add(route(7, "192.0.2.12"))]);
+        ok_all(&mut r, &ops, t0);
+        assert!(r.failed().is_empty());
+        // Withdraw everything.
+        r.set_all([]);
+        let ops = r.plan(t0 + FIRST_BACKOFF);
+        assert_eq!(ops.len(), n as usize);
+        assert!(ops.iter().all(|op| matches!(op, Op::Delete(_))));
+        assert!(ops.windows(2).all(|w| w[0].route().key < w[1].route().key));
+        assert_eq!(r.installed(), 0);
+        assert_eq!(r.desired(), 0);
+    }
+
+    #[test]
+    fn order_is_the_keys_order() {
+        let keys = [
+            RouteKey {
+                table: 254,
+                dst: net("10.0.0.0/8"),
+            },
+            RouteKey {
+                table: 254,
+                dst: net("10.0.0.0/24"),
+            },
+            RouteKey {
+                table: 254,
+                dst: net("10.0.1.0/24"),
+            },
+            RouteKey {
+                table: 254,
+                dst: net("fd00::/8"),
+            },
+            RouteKey {
+                table: 254,
+                dst: net("::/0"),
+            },
+            RouteKey {
+                table: 100,
+                dst: net("192.0.2.0/24"),
+            },
+            RouteKey {
+                table: 1000,
+                dst: net("0.0.0.0/0"),
+            },
+        ];
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(order(a).cmp(&order(b)), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

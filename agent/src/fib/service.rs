@@ -534,24 +534,26 @@ fn run(
         }
         let ops = fib.rec.plan(now);
         if !ops.is_empty() {
-            match sock.apply(RTPROT_TORTIE, &ops) {
-                Ok(outcomes) => {
-                    for o in &outcomes {
-                        if let Err(why) = &o.result {
-                            warn!(
-                                "FIB: the kernel refused to {} {}: {why}; retrying with backoff",
-                                o.op.verb(),
-                                o.op.route()
-                            );
-                        }
-                    }
-                    debug!("FIB: applied {} ops", outcomes.len());
-                    fib.rec.record(outcomes, now);
+            let n = ops.len();
+            let rec = &mut fib.rec;
+            // Outcomes are recorded batch by batch while the kernel works
+            // on the next one.
+            let applied = sock.apply_each(RTPROT_TORTIE, ops, |o| {
+                if let Err(why) = &o.result {
+                    warn!(
+                        "FIB: the kernel refused to {} {}: {why}; retrying with backoff",
+                        o.op.verb(),
+                        o.op.route()
+                    );
                 }
+                rec.record_one(o, now);
+            });
+            match applied {
+                Ok(()) => debug!("FIB: applied {n} ops"),
                 Err(e) => {
-                    // Nothing is known about these ops; a dump soon
-                    // re-marks whatever the kernel lacks.
-                    warn!("FIB: applying {} route changes failed: {e}", ops.len());
+                    // Nothing is known about the ops not recorded; a dump
+                    // soon re-marks whatever the kernel lacks.
+                    warn!("FIB: applying {n} route changes failed: {e}");
                     next_resync = now + Duration::from_secs(1);
                 }
             }
