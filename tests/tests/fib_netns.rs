@@ -324,3 +324,81 @@ fn fib_handle_acknowledges_local_routes_once_installed() -> Result<()> {
         Ok(())
     })
 }
+
+/// More routes than one batch take the pipelined path (a sender thread
+/// does the `sendmsg`s while the caller encodes and records): each refused
+/// route is still named by its sequence number, in whichever batch it
+/// falls, the rest go in, and a withdrawal of everything leaves nothing.
+#[test]
+fn pipelined_batches_name_each_refused_route() -> Result<()> {
+    if !require_netns("pipelined_batches_name_each_refused_route", &["ip"]) {
+        return Ok(());
+    }
+    let node = Netns::new("fibq")?;
+    let peer = Netns::new("fibr")?;
+    node.run(
+        "ip",
+        &[
+            "link", "add", "fibq0", "type", "veth", "peer", "name", "fibr0",
+        ],
+    )?;
+    node.run("ip", &["link", "set", "fibr0", "netns", peer.name()])?;
+    node.run("ip", &["addr", "add", "192.0.2.1/24", "dev", "fibq0"])?;
+    node.run("ip", &["link", "set", "fibq0", "up"])?;
+    peer.run("ip", &["addr", "add", "192.0.2.2/24", "dev", "fibr0"])?;
+    peer.run("ip", &["link", "set", "fibr0", "up"])?;
+    // 5,000 routes: five batches; refusals in the first, a middle and the
+    // last batch, and at a batch's last request (the one that asks for the
+    // acknowledgement).
+    const N: u32 = 5000;
+    let unreachable = [0u32, 1023, 1024, 2500, 4999];
+    let route = move |i: u32| {
+        let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+        if unreachable.contains(&i) {
+            via(&dst, &["198.51.100.1"])
+        } else {
+            via(&dst, &["192.0.2.2"])
+        }
+    };
+    let ns_name = node.name().to_string();
+    let mut refused = in_netns(&ns_name, move || -> Result<Vec<String>> {
+        let mut sock = RouteSocket::open()?;
+        let mut r = Reconciler::new();
+        r.mark_synced();
+        r.set_all((0..N).map(route));
+        let ops = r.plan(Instant::now());
+        ensure!(ops.len() == N as usize);
+        let mut refused = Vec::new();
+        let now = Instant::now();
+        sock.apply_each(RTPROT_TORTIE, ops, |o| {
+            if let Err(reason) = &o.result {
+                refused.push(format!("{} {reason}", o.op.route().key.dst));
+            }
+            r.record_one(o, now);
+        })?;
+        ensure!(r.installed() == N as usize - unreachable.len());
+        ensure!(r.failed().len() == unreachable.len());
+        let dumped = sock.dump(RTPROT_TORTIE)?.len();
+        ensure!(dumped == r.installed(), "kernel has {dumped}");
+        // Withdraw everything (also pipelined).
+        r.set_all([]);
+        let ops = r.plan(Instant::now() + std::time::Duration::from_secs(60));
+        ensure!(ops.len() == N as usize - unreachable.len(), "{}", ops.len());
+        sock.apply_each(RTPROT_TORTIE, ops, |o| {
+            if let Err(reason) = &o.result {
+                refused.push(format!("withdraw {} {reason}", o.op.route().key.dst));
+            }
+            r.record_one(o, now);
+        })?;
+        ensure!(sock.dump(RTPROT_TORTIE)?.is_empty(), "routes left behind");
+        Ok(refused)
+    })?;
+    refused.sort();
+    let mut want: Vec<String> = unreachable
+        .iter()
+        .map(|i| format!("{} Network is unreachable", route(*i).key.dst))
+        .collect();
+    want.sort();
+    ensure!(refused == want, "refused {refused:?}, want {want:?}");
+    Ok(())
+}

@@ -1,14 +1,18 @@
 //! The netlink edge of the FIB: dump tortie's routes, apply operations.
 //!
-//! Requests are values built from [`KernelRoute`]s with
-//! netlink-packet-route; the socket work is here and nowhere else.
+//! Route requests are encoded by hand straight into the batch buffer
+//! (`encode_op`, checked byte for byte against netlink-packet-route's
+//! messages, which stay the reference and the dump decoder); the socket
+//! work is here and nowhere else.
 //!
 //! Pipelining: a batch of up to [`BATCH_MESSAGES`] requests goes out in one
 //! `sendmsg`. Only the last request of a batch asks for an acknowledgement;
 //! the kernel answers any failed request with an error message carrying its
 //! sequence number, so one round trip settles a whole batch. This is what
 //! makes a million routes take seconds instead of minutes (`ip -batch`
-//! waits for each request in turn).
+//! waits for each request in turn). With more than one batch, a second
+//! thread sends while the caller encodes the next batch and records the
+//! last one's outcomes ([`RouteSocket::apply_each`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -226,11 +230,7 @@ impl RouteSocket {
                 first_seq,
                 count: ops.len(),
             };
-            let done = send_and_collect(&self.sock, &mut self.inbuf, sent);
-            let done = match done {
-                Ok(d) => d,
-                Err(e) => return Err(e),
-            };
+            let done = send_and_collect(&self.sock, &mut self.inbuf, sent)?;
             self.out = done.buf;
             hand_out(ops, &done.errors, &mut on_outcome);
             return Ok(());
