@@ -27,45 +27,11 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use tortie_integration::podnet::pod_behind_veth;
 use tortie_integration::tortie_bgp::{self, Tortie};
 use tortie_integration::{kernel_has_link_kind, wait_for, Netns};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A pod namespace behind a veth, wired as the CNI wires it.
-fn pod(node: &Netns, tag: &str, host_if: &str, addr: &str) -> Result<Netns> {
-    let p = Netns::new(tag)?;
-    node.run(
-        "ip",
-        &[
-            "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
-        ],
-    )?;
-    node.run("ip", &["link", "set", "eth0", "netns", p.name()])?;
-    node.run("ip", &["addr", "add", "169.254.1.1/32", "dev", host_if])?;
-    node.run("ip", &["link", "set", host_if, "up"])?;
-    node.run(
-        "ip",
-        &["route", "add", &format!("{addr}/32"), "dev", host_if],
-    )?;
-    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-    p.run("ip", &["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
-    p.run("ip", &["link", "set", "eth0", "up"])?;
-    p.run(
-        "ip",
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "onlink",
-        ],
-    )?;
-    Ok(p)
-}
 
 struct Node {
     ns: Netns,
@@ -129,7 +95,7 @@ fn build(tag: &str, mode: &str) -> Result<Topo> {
             router.run("ip", &["link", "set", port, "master", "lan1"])?;
         }
         router.run("ip", &["link", "set", port, "up"])?;
-        let pod = pod(
+        let pod = pod_behind_veth(
             &ns,
             &format!("{tag}p{}", i + 1),
             &format!("cali{}", i + 1),
