@@ -468,8 +468,18 @@ impl Lab {
         wait_for(
             &format!("BIRD on {} to answer birdc", rack.netns),
             Duration::from_secs(15),
-            || self.birdc(rack, &["show", "status"]).ok(),
+            || {
+                if !exec::is_running(pid, "bird") {
+                    return Some(Err(anyhow!(
+                        "BIRD on {} exited: {}",
+                        rack.netns,
+                        exec::exit_description(pid)
+                    )));
+                }
+                self.birdc(rack, &["show", "status"]).ok().map(Ok)
+            },
         )
+        .and_then(|r| r)
         .with_context(|| exec::log_tail(&dir.join("bird.stderr"), 10))?;
         Ok(())
     }
@@ -737,22 +747,44 @@ impl Lab {
         serde_json::from_str(&raw).context("the agent's status document does not parse")
     }
 
-    /// Waits until `node`'s agent answers on its socket.
+    /// How `node`'s agent is doing, for failure messages: running, or how
+    /// it ended (exit status, command line).
+    pub fn agent_liveness(&self, node: &str) -> String {
+        match self.state.process(&format!("agent {node}")) {
+            None => "no agent recorded".into(),
+            Some(p) if exec::is_running(p.pid, &p.program) => format!("running (pid {})", p.pid),
+            Some(p) => exec::exit_description(p.pid),
+        }
+    }
+
+    /// Waits until `node`'s agent answers on its socket; fails at once,
+    /// with its exit status and log (its stdout and stderr), if it exits.
     pub fn wait_agent(&self, node: &str, timeout: Duration) -> Result<Status> {
         wait_for(
             &format!("agent {node} to answer `tortie status`"),
             timeout,
             || {
                 if !self.agent_running(node) {
+                    let log = self.agent_log(node);
+                    let tail = exec::log_tail(&log, 20);
                     return Some(Err(anyhow!(
-                        "agent {node} exited; its log ({}):\n{}",
-                        self.agent_log(node).display(),
-                        exec::log_tail(&self.agent_log(node), 20)
+                        "agent {node} exited before answering: {}; its output ({}):\n{}",
+                        self.agent_liveness(node),
+                        log.display(),
+                        if tail.is_empty() { "(empty)" } else { &tail }
                     )));
                 }
                 self.agent_status(node).ok().map(Ok)
             },
-        )?
+        )
+        .with_context(|| {
+            format!(
+                "agent {node} {}; its output ({}):\n{}",
+                self.agent_liveness(node),
+                self.agent_log(node).display(),
+                exec::log_tail(&self.agent_log(node), 20)
+            )
+        })?
     }
 
     /// Waits until every node's and every ToR's BGP sessions are
@@ -1247,7 +1279,8 @@ impl Lab {
             .map(|s| s.to_table())
             .unwrap_or_else(|e| format!("{e:#}"));
         format!(
-            "node {node}: {status}\nagent log tail ({}):\n{}",
+            "node {node}: {status}\nagent {}; log tail ({}):\n{}",
+            self.agent_liveness(node),
             self.agent_log(node).display(),
             exec::log_tail(&self.agent_log(node), 15)
         )
@@ -1261,8 +1294,9 @@ impl Lab {
             let log = self.agent_log(&node.name);
             if log.exists() {
                 s.push_str(&format!(
-                    "--- agent {} log tail ({}):\n{}\n",
+                    "--- agent {} ({}) log tail ({}):\n{}\n",
                     node.name,
+                    self.agent_liveness(&node.name),
                     log.display(),
                     exec::log_tail(&log, 10)
                 ));
