@@ -559,9 +559,11 @@ impl Lab {
             &format!("zebra on {} to open {}", rack.netns, zserv.display()),
             Duration::from_secs(15),
             || {
-                if exec::exited(zpid) {
+                if !exec::is_running(zpid, "zebra") {
                     return Some(Err(anyhow!(
-                        "zebra exited; its log:\n{}",
+                        "zebra on {} exited: {}; its log:\n{}",
+                        rack.netns,
+                        exec::exit_description(zpid),
                         exec::log_tail(&zlog, 10)
                     )));
                 }
@@ -586,9 +588,11 @@ impl Lab {
             &format!("gobgpd on {} to answer `gobgp global`", rack.netns),
             Duration::from_secs(15),
             || {
-                if exec::exited(gpid) {
+                if !exec::is_running(gpid, "gobgpd") {
                     return Some(Err(anyhow!(
-                        "gobgpd exited; its log:\n{}",
+                        "gobgpd on {} exited: {}; its log:\n{}",
+                        rack.netns,
+                        exec::exit_description(gpid),
                         exec::log_tail(&glog, 10)
                     )));
                 }

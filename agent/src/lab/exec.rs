@@ -217,18 +217,6 @@ pub fn exit_description(pid: u32) -> String {
     }
 }
 
-/// Whether our child `pid` has exited (gone or a zombie). Unlike
-/// [`is_running`] this holds no opinion on the command line, which is
-/// still ours between the fork and the child's exec.
-pub fn exited(pid: u32) -> bool {
-    reap();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, r)| r.split_whitespace().next());
-    matches!(state, None | Some("Z") | Some("X"))
-}
-
 /// Sends `sig` (`TERM`, `KILL`, `STOP`, `CONT`) to one PID.
 pub fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill")
@@ -400,9 +388,7 @@ mod tests {
         // A PID whose command line is another program is left alone.
         assert!(!stop(pid, "bird", Duration::from_millis(100)));
         assert!(is_running(pid, "sleep"));
-        assert!(!exited(pid));
         assert!(stop(pid, "sleep", Duration::from_secs(2)));
         assert!(!is_running(pid, "sleep"));
-        assert!(exited(pid));
     }
 }
