@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Pod;
+use tortie_policy::model::SlimPod;
 use tortie_policy::naming::host_interface_name;
 
 use super::dataplane::{self, Dataplane, DataplaneError, PodWiring, Wired, GATEWAY_V4, GATEWAY_V6};
@@ -48,8 +48,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait CniContext: Send + Sync {
     /// The node's pod CIDRs (`Node.spec.podCIDRs`).
     fn pod_cidrs(&self) -> Vec<IpNet>;
-    /// The Pod object, when the datastore has it.
-    fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
+    /// The Pod object, when the datastore has it (shared with the model).
+    fn pod(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<SlimPod>>;
     /// The pod's addresses are assigned in IPAM and its veth is being
     /// made: a context may program the pod's policy now, while the
     /// wiring runs (rules name the host interface, which need not exist
@@ -96,13 +96,8 @@ impl WiredWorkload {
 }
 
 /// Reads `tortie.io/ip-addrs` (`'["10.244.1.7", "fd00:1::7"]'`).
-pub fn requested_addresses(pod: &Pod) -> Result<Option<Vec<IpAddr>>, String> {
-    let Some(raw) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(IP_ADDRS_ANNOTATION))
-    else {
+pub fn requested_addresses(pod: &SlimPod) -> Result<Option<Vec<IpAddr>>, String> {
+    let Some(raw) = pod.annotation(IP_ADDRS_ANNOTATION) else {
         return Ok(None);
     };
     let list: Vec<String> = serde_json::from_str(raw).map_err(|e| {
@@ -621,17 +616,18 @@ fn result(w: &PodWiring, wired: &Wired) -> CniResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn pod_with(annotation: Option<&str>) -> Pod {
-        Pod {
+    fn pod_with(annotation: Option<&str>) -> SlimPod {
+        SlimPod::from_pod(&Pod {
             metadata: ObjectMeta {
                 annotations: annotation
                     .map(|a| BTreeMap::from([(IP_ADDRS_ANNOTATION.to_string(), a.to_string())])),
                 ..ObjectMeta::default()
             },
             ..Pod::default()
-        }
+        })
     }
 
     #[test]
