@@ -60,8 +60,9 @@ pub struct RouteStatus {
     /// Routes the kernel refused at the last attempt.
     #[serde(default)]
     pub failed: u64,
-    /// MTU for pod interfaces: the underlay device's minus the largest
-    /// tunnel overhead in use (absent until the underlay device is known).
+    /// MTU for pod interfaces: the narrowest tunnel device in use (sized
+    /// by the paths to the remote nodes), at most the underlay device's
+    /// (absent until the underlay device is known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u32>,
     /// Tunnel devices in use and their MTUs.
@@ -81,6 +82,11 @@ pub struct TunnelStatus {
     /// `vxlan.tortie`, `ipip.tortie`.
     pub device: String,
     pub mtu: u32,
+    /// The smallest path MTU (route `mtu` metric, else the output
+    /// device's) to a remote node this tunnel sends to; `mtu` is this
+    /// minus the tunnel's overhead. Absent while it has no remote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

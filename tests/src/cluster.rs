@@ -104,8 +104,9 @@ impl TestLab {
         let mut s = String::new();
         for n in &lab.plan().nodes {
             s.push_str(&format!(
-                "--- agent {} log tail:\n{}\n",
+                "--- agent {} ({}) log tail:\n{}\n",
                 n.name,
+                lab.agent_liveness(&n.name),
                 tortie::lab::exec::log_tail(&lab.agent_log(&n.name), 25)
             ));
         }

@@ -36,7 +36,9 @@ use tortie_policy::naming::host_interface_name;
 
 use super::dataplane::{self, Dataplane, DataplaneError, PodWiring, Wired, GATEWAY_V4, GATEWAY_V6};
 use super::protocol::{parse_request_line, CniReply, CniRequest};
-use super::spec::{code, CniError, CniResult, Command, Interface, IpConfig, RouteConfig};
+use super::spec::{
+    code, CniError, CniResult, Command, Interface, IpConfig, RouteConfig, DEFAULT_MTU,
+};
 use crate::fib::KernelRoute;
 use crate::ipam::{AllocError, Allocation, IpamError, IpamState, Owner, PodKey, SharedIpam};
 
@@ -74,6 +76,13 @@ pub trait CniContext: Send + Sync {
     fn workload_ready<'a>(&'a self, w: &'a WiredWorkload) -> BoxFuture<'a, Result<(), String>>;
     /// The pod's last sandbox is gone: withdraw its host routes and policy.
     fn workload_gone<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, ()>;
+    /// The MTU for a new pod interface when the network configuration
+    /// names none: the FIB's computed pod MTU (room for the tunnels'
+    /// overhead on the narrowest path). Must answer at once (the last
+    /// computed value); `None` before the first computation.
+    fn pod_mtu(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A wired pod, as the daemon programs it.
@@ -355,7 +364,7 @@ impl CniServer {
             ifname: env.ifname.clone(),
             host_iface: host_interface_name(&key.namespace, &key.name),
             ips: ips.clone(),
-            mtu: req.config.mtu(),
+            mtu: self.interface_mtu(req),
         };
         // The IPAM write, the policy round and the wiring run at the same
         // time: the round needs the pod's addresses, not its veth, and
@@ -450,6 +459,25 @@ impl CniServer {
                 e,
             )
         })
+    }
+
+    /// A new pod interface's MTU: the configuration's `mtu` wins (the
+    /// operator's override), else the agent's computed pod MTU, else
+    /// [`DEFAULT_MTU`] before it is known. Pods already wired keep theirs.
+    fn interface_mtu(&self, req: &CniRequest) -> u32 {
+        let computed = match req.config.mtu {
+            Some(_) => None,
+            None => self.ctx.pod_mtu(),
+        };
+        let mtu = pod_interface_mtu(req.config.mtu, computed);
+        if req.config.mtu.is_none() && computed.is_none() {
+            tracing::warn!(
+                container = %req.env.container_id,
+                mtu,
+                "the pod MTU is not computed yet (underlay device unknown); using the default"
+            );
+        }
+        mtu
     }
 
     /// Best-effort undo of a failed ADD: interfaces, then the addresses.
@@ -623,6 +651,11 @@ impl CniServer {
     }
 }
 
+/// The configured MTU, else the computed one, else [`DEFAULT_MTU`].
+fn pod_interface_mtu(configured: Option<u32>, computed: Option<u32>) -> u32 {
+    configured.or(computed).unwrap_or(DEFAULT_MTU)
+}
+
 fn ms(d: std::time::Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -678,6 +711,13 @@ mod tests {
             },
             ..Pod::default()
         }
+    }
+
+    #[test]
+    fn a_configured_mtu_wins_over_the_computed_one() {
+        assert_eq!(pod_interface_mtu(Some(1400), Some(1250)), 1400);
+        assert_eq!(pod_interface_mtu(None, Some(1250)), 1250);
+        assert_eq!(pod_interface_mtu(None, None), DEFAULT_MTU);
     }
 
     #[test]

@@ -78,6 +78,11 @@ impl CniContext for AgentContext {
         })
     }
 
+    /// The FIB's last computed pod MTU (an atomic read, never a wait).
+    fn pod_mtu(&self) -> Option<u32> {
+        self.agent.fib.pod_mtu()
+    }
+
     fn workload_gone<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let source = route_source(namespace, name);

@@ -181,10 +181,17 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// MTUs derived from the underlay device's MTU.
+/// MTUs derived from the underlay and the paths to the remote nodes.
+///
+/// A tunnel device's MTU is the smallest path MTU among the remote nodes
+/// it sends to, minus its overhead: one peer behind a link with a smaller
+/// MTU (a route with `mtu 1300`, a learned PMTU) would otherwise see every
+/// full-size packet dropped or fragmented. Before any remote is known the
+/// underlay device's MTU stands in for the path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Mtus {
-    /// The underlay device's MTU (the device that routes to the peers).
+    /// The underlay device's MTU (the device holding the node's underlay
+    /// address).
     pub underlay: u32,
     /// The IPIP device's MTU, when a pool wants IPIP.
     pub ipip: Option<u32>,
@@ -193,26 +200,72 @@ pub struct Mtus {
     /// What pod interfaces should use: room for the largest overhead of any
     /// tunnel in use, so a pod's packet fits whichever path it takes.
     pub pod: u32,
+    /// The smallest path MTU to a remote node the IPIP device sends to
+    /// (`None` while it has no remote).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipip_path: Option<u32>,
+    /// The same for the VXLAN device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_path: Option<u32>,
 }
 
-/// The MTUs for an underlay device MTU and the pools.
-pub fn mtus(underlay_mtu: u32, underlay_v6: bool, pools: &[PoolEncap]) -> Mtus {
+/// The kernel's route towards one remote node's underlay address, as
+/// `ip route get ADDR` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerRoute {
+    /// The route's MTU metric (`RTAX_MTU`): `ip route ... mtu N`, or a
+    /// path MTU the kernel learned from ICMP. `None` (or 0) when unset.
+    pub route_mtu: Option<u32>,
+    /// The MTU of the route's output device.
+    pub device_mtu: u32,
+}
+
+impl PeerRoute {
+    /// The path MTU: the route's metric when set, else the device's
+    /// (the kernel's own rule for a route without a metric).
+    pub fn path_mtu(&self) -> u32 {
+        self.route_mtu.filter(|m| *m > 0).unwrap_or(self.device_mtu)
+    }
+}
+
+/// The MTUs for an underlay device MTU, the pools, and the path MTU to
+/// each remote a tunnel serves (`(tunnel, path MTU)`, one entry per
+/// remote and tunnel; an empty list before any remote is known).
+pub fn mtus(
+    underlay_mtu: u32,
+    underlay_v6: bool,
+    pools: &[PoolEncap],
+    paths: &[(Encap, u32)],
+) -> Mtus {
     let wanted = tunnels_wanted(pools);
-    let dev = |e: Encap| {
-        wanted
-            .contains(&e)
-            .then(|| underlay_mtu.saturating_sub(e.overhead(underlay_v6)))
+    let narrowest = |e: Encap| {
+        paths
+            .iter()
+            .filter(|(t, _)| *t == e && wanted.contains(t))
+            .map(|(_, mtu)| *mtu)
+            .min()
     };
-    let worst = wanted
-        .iter()
-        .map(|e| e.overhead(underlay_v6))
-        .max()
-        .unwrap_or(0);
+    let dev = |e: Encap| {
+        wanted.contains(&e).then(|| {
+            narrowest(e)
+                .unwrap_or(underlay_mtu)
+                .saturating_sub(e.overhead(underlay_v6))
+        })
+    };
+    let (ipip, vxlan) = (dev(Encap::Ipip), dev(Encap::Vxlan));
+    // Pods also send natively (CrossSubnet neighbours, plain pools) over
+    // the underlay device, so never more than its MTU.
+    let pod = [ipip, vxlan]
+        .into_iter()
+        .flatten()
+        .fold(underlay_mtu, u32::min);
     Mtus {
         underlay: underlay_mtu,
-        ipip: dev(Encap::Ipip),
-        vxlan: dev(Encap::Vxlan),
-        pod: underlay_mtu.saturating_sub(worst),
+        ipip,
+        vxlan,
+        pod,
+        ipip_path: narrowest(Encap::Ipip),
+        vxlan_path: narrowest(Encap::Vxlan),
     }
 }
 
@@ -302,26 +355,107 @@ mod tests {
         assert_ne!(m6, vtep_mac(ip("2001:db8::13")));
     }
 
+    fn pools(modes: &[Mode]) -> Vec<PoolEncap> {
+        modes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| PoolEncap {
+                cidr: net(&format!("10.{i}.0.0/16")),
+                mode: *m,
+            })
+            .collect()
+    }
+
     #[test]
-    fn mtus_leave_room_for_the_largest_tunnel() {
-        let pools = |modes: &[Mode]| -> Vec<PoolEncap> {
-            modes
-                .iter()
-                .enumerate()
-                .map(|(i, m)| PoolEncap {
-                    cidr: net(&format!("10.{i}.0.0/16")),
-                    mode: *m,
-                })
-                .collect()
-        };
-        let m = mtus(1500, false, &pools(&[Mode::None]));
+    fn without_remotes_the_underlay_device_decides() {
+        let m = mtus(1500, false, &pools(&[Mode::None]), &[]);
         assert_eq!((m.pod, m.ipip, m.vxlan), (1500, None, None));
-        let m = mtus(1500, false, &pools(&[Mode::IPIPCrossSubnet]));
+        assert_eq!((m.ipip_path, m.vxlan_path), (None, None));
+        let m = mtus(1500, false, &pools(&[Mode::IPIPCrossSubnet]), &[]);
         assert_eq!((m.pod, m.ipip, m.vxlan), (1480, Some(1480), None));
-        let m = mtus(9000, false, &pools(&[Mode::IPIP, Mode::VXLANCrossSubnet]));
+        let m = mtus(
+            9000,
+            false,
+            &pools(&[Mode::IPIP, Mode::VXLANCrossSubnet]),
+            &[],
+        );
         assert_eq!((m.pod, m.ipip, m.vxlan), (8950, Some(8980), Some(8950)));
-        let m = mtus(1500, true, &pools(&[Mode::VXLAN]));
-        assert_eq!(m.pod, 1430);
+        let m = mtus(1500, true, &pools(&[Mode::VXLAN]), &[]);
+        assert_eq!((m.pod, m.vxlan), (1430, Some(1430)));
+        let m = mtus(1500, true, &pools(&[Mode::IPIP]), &[]);
+        assert_eq!((m.pod, m.ipip), (1460, Some(1460)));
+    }
+
+    #[test]
+    fn the_narrowest_path_a_tunnel_serves_decides_its_mtu() {
+        let p = pools(&[Mode::VXLAN]);
+        // Two remotes: one behind a 1300 route, one at 1500.
+        let m = mtus(
+            1500,
+            false,
+            &p,
+            &[(Encap::Vxlan, 1500), (Encap::Vxlan, 1300)],
+        );
+        assert_eq!(
+            (m.vxlan, m.pod, m.vxlan_path),
+            (Some(1250), 1250, Some(1300))
+        );
+        // Paths wider than the underlay device: the tunnel may use them,
+        // pods stay within the device (they also leave natively).
+        let m = mtus(1500, false, &p, &[(Encap::Vxlan, 9000)]);
+        assert_eq!((m.vxlan, m.pod), (Some(8950), 1500));
+        // IPv6 underlay: 70 octets of VXLAN overhead.
+        let m = mtus(1500, true, &p, &[(Encap::Vxlan, 1400)]);
+        assert_eq!((m.vxlan, m.pod), (Some(1330), 1330));
+    }
+
+    #[test]
+    fn each_tunnel_counts_only_its_own_remotes() {
+        let p = pools(&[Mode::IPIP, Mode::VXLANCrossSubnet]);
+        let m = mtus(
+            1500,
+            false,
+            &p,
+            &[
+                (Encap::Ipip, 1400),
+                (Encap::Vxlan, 1500),
+                (Encap::Vxlan, 1450),
+            ],
+        );
+        assert_eq!(m.ipip, Some(1380));
+        assert_eq!(m.vxlan, Some(1400));
+        assert_eq!(
+            m.pod, 1380,
+            "room for whichever tunnel a pod's packet takes"
+        );
+        assert_eq!((m.ipip_path, m.vxlan_path), (Some(1400), Some(1450)));
+        // A tunnel no pool wants any more: its remotes do not count.
+        let m = mtus(1500, false, &pools(&[Mode::VXLAN]), &[(Encap::Ipip, 1000)]);
+        assert_eq!((m.ipip, m.vxlan, m.pod), (None, Some(1450), 1450));
+        assert_eq!(m.ipip_path, None);
+        // Remotes of one tunnel only: the other still uses the device.
+        let m = mtus(1500, false, &p, &[(Encap::Vxlan, 1300)]);
+        assert_eq!((m.ipip, m.vxlan, m.pod), (Some(1480), Some(1250), 1250));
+    }
+
+    #[test]
+    fn a_route_mtu_metric_wins_over_the_device() {
+        let r = PeerRoute {
+            route_mtu: Some(1300),
+            device_mtu: 1500,
+        };
+        assert_eq!(r.path_mtu(), 1300);
+        let r = PeerRoute {
+            route_mtu: None,
+            device_mtu: 1450,
+        };
+        assert_eq!(r.path_mtu(), 1450);
+        // A zero metric is "unset" to the kernel too.
+        let r = PeerRoute {
+            route_mtu: Some(0),
+            device_mtu: 1450,
+        };
+        assert_eq!(r.path_mtu(), 1450);
     }
 
     #[test]

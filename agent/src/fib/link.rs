@@ -31,7 +31,9 @@ use netlink_packet_route::link::{
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::RouteType;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteType,
+};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -47,6 +49,11 @@ pub const VXLAN_PORT: u16 = 4789;
 const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_IPV4_IFADDR: u32 = 5;
 const RTNLGRP_IPV6_IFADDR: u32 = 9;
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_ROUTE: u32 = 11;
+/// Route lookups per `sendmsg`: their answers (about 120 octets each)
+/// must fit the socket's receive queue, or the kernel drops them.
+pub const LOOKUP_BATCH: usize = 64;
 const RECV_BUF: usize = 1 << 18;
 
 /// Errors talking to the kernel about links.
@@ -246,6 +253,59 @@ pub fn neigh_delete(index: u32, n: &Neigh) -> (u16, RouteNetlinkMessage) {
         NLM_F_REQUEST | NLM_F_ACK,
         RouteNetlinkMessage::DelNeighbour(m),
     )
+}
+
+/// `ip route get DST`: the kernel's route towards one address, as
+/// iproute2 asks for it (`RTM_GETROUTE` without `NLM_F_DUMP`, the full
+/// address as `RTA_DST`; IPv4 also sets `RTM_F_LOOKUP_TABLE`). The answer
+/// is one `RTM_NEWROUTE` with the output device (`RTA_OIF`) and, when the
+/// route or a learned PMTU has one, `RTA_METRICS` holding `RTAX_MTU`; or
+/// an error (`Network is unreachable`).
+pub fn route_get(dst: IpAddr) -> (u16, RouteNetlinkMessage) {
+    let mut m = RouteMessage::default();
+    match dst {
+        IpAddr::V4(_) => {
+            m.header.address_family = AddressFamily::Inet;
+            m.header.destination_prefix_length = 32;
+            m.header.flags = RouteFlags::LookupTable;
+        }
+        IpAddr::V6(_) => {
+            m.header.address_family = AddressFamily::Inet6;
+            m.header.destination_prefix_length = 128;
+        }
+    }
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(dst)));
+    (NLM_F_REQUEST, RouteNetlinkMessage::GetRoute(m))
+}
+
+/// What the FIB takes from a `route_get` answer: the output device and
+/// the route's MTU metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteLookup {
+    pub oif: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+/// Reads a `route_get` answer.
+pub fn route_lookup_from(m: &RouteMessage) -> RouteLookup {
+    let mut r = RouteLookup {
+        oif: None,
+        mtu: None,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Metrics(metrics) => {
+                r.mtu = metrics.iter().find_map(|x| match x {
+                    RouteMetric::Mtu(v) if *v > 0 => Some(*v),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    r
 }
 
 /// A dumped link in the FIB's model.
@@ -519,6 +579,160 @@ impl LinkSocket {
     }
 }
 
+impl LinkSocket {
+    /// `ip route get` for every address in `dsts`, pipelined: up to
+    /// [`LOOKUP_BATCH`] requests per `sendmsg`, each answered by exactly
+    /// one message (the route, or an error), so a thousand remotes cost
+    /// sixteen round trips, not a thousand. One result per address, in
+    /// order; `Err(reason)` where the kernel has no route.
+    pub fn route_lookups(
+        &mut self,
+        dsts: &[IpAddr],
+    ) -> Result<Vec<Result<RouteLookup, String>>, LinkError> {
+        let mut out = Vec::with_capacity(dsts.len());
+        for chunk in dsts.chunks(LOOKUP_BATCH) {
+            let first = self.seq.wrapping_add(1).max(1);
+            let mut bytes = Vec::new();
+            for dst in chunk {
+                self.seq = self.seq.wrapping_add(1).max(1);
+                let (flags, msg) = route_get(*dst);
+                let mut h = header(flags);
+                h.sequence_number = self.seq;
+                let mut req = NetlinkMessage::new(h, NetlinkPayload::from(msg));
+                req.finalize();
+                let start = bytes.len();
+                bytes.resize(start + req.buffer_len(), 0);
+                req.serialize(&mut bytes[start..]);
+            }
+            self.sock.send(&bytes, 0).map_err(|source| LinkError::Io {
+                what: "send route lookups",
+                source,
+            })?;
+            let mut results: Vec<Option<Result<RouteLookup, String>>> = vec![None; chunk.len()];
+            let mut pending = chunk.len();
+            while pending > 0 {
+                self.buf.clear();
+                self.sock
+                    .recv(&mut self.buf, 0)
+                    .map_err(|source| LinkError::Io {
+                        what: "receive route lookups",
+                        source,
+                    })?;
+                let mut off = 0;
+                while let Some(len) = self
+                    .buf
+                    .get(off..off + 4)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                    .map(|b| u32::from_ne_bytes(b) as usize)
+                    .filter(|len| *len >= 16 && off + len <= self.buf.len())
+                {
+                    let parsed = self
+                        .buf
+                        .get(off..off + len)
+                        .map(NetlinkMessage::<RouteNetlinkMessage>::deserialize);
+                    off += (len + 3) & !3;
+                    let Some(Ok(m)) = parsed else { continue };
+                    let idx = m.header.sequence_number.wrapping_sub(first) as usize;
+                    let Some(slot) = results.get_mut(idx).filter(|s| s.is_none()) else {
+                        continue;
+                    };
+                    let r = match m.payload {
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewRoute(rm)) => {
+                            Ok(route_lookup_from(&rm))
+                        }
+                        NetlinkPayload::Error(e) if e.code.is_some() => {
+                            Err(super::netlink::os_reason(e.raw_code()))
+                        }
+                        // An ack without an answer: nothing known.
+                        _ => Err("no route in the answer".to_string()),
+                    };
+                    *slot = Some(r);
+                    pending -= 1;
+                }
+            }
+            out.extend(
+                results
+                    .into_iter()
+                    .map(|r| r.unwrap_or_else(|| Err("no answer".into()))),
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// Route change notifications of every protocol but `ignore` (tortie's
+/// own routes come and go by the million and never change a path to a
+/// remote node). Non-blocking.
+#[derive(Debug)]
+pub struct RouteWatcher {
+    sock: Socket,
+    buf: Vec<u8>,
+    ignore: u8,
+}
+
+impl RouteWatcher {
+    pub fn open(ignore: u8) -> Result<Self, LinkError> {
+        let io = |source| LinkError::Io {
+            what: "open route watcher",
+            source,
+        };
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(io)?;
+        sock.bind_auto().map_err(io)?;
+        for g in [RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
+            sock.add_membership(g).map_err(io)?;
+        }
+        sock.set_non_blocking(true).map_err(io)?;
+        Ok(RouteWatcher {
+            sock,
+            buf: Vec::with_capacity(RECV_BUF),
+            ignore,
+        })
+    }
+
+    /// Drains pending notifications; `true` when a route of another
+    /// protocol changed (or the socket overflowed, so one may have).
+    pub fn changed(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            self.buf.clear();
+            match self.sock.recv(&mut self.buf, 0) {
+                Ok(0) => return any,
+                Ok(_) => any |= foreign_route_change(&self.buf, self.ignore),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return any,
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// Whether `buf` (one or more netlink messages) holds a route message
+/// whose `rtm_protocol` is not `ignore`. Only the fixed headers are read:
+/// `nlmsghdr` (16 octets), then `rtmsg` whose sixth octet is the protocol.
+fn foreign_route_change(buf: &[u8], ignore: u8) -> bool {
+    const RTM_NEWROUTE: u16 = 24;
+    const RTM_DELROUTE: u16 = 25;
+    let mut off = 0;
+    while let (Some(len), Some(kind)) = (
+        buf.get(off..off + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(|b| u32::from_ne_bytes(b) as usize),
+        buf.get(off + 4..off + 6)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map(u16::from_ne_bytes),
+    ) {
+        if len < 16 {
+            return false;
+        }
+        if matches!(kind, RTM_NEWROUTE | RTM_DELROUTE)
+            && buf.get(off + 16 + 5).is_some_and(|p| *p != ignore)
+        {
+            return true;
+        }
+        off += (len + 3) & !3;
+    }
+    false
+}
+
 /// Link and address change notifications (non-blocking).
 #[derive(Debug)]
 pub struct LinkWatcher {
@@ -624,6 +838,76 @@ mod tests {
         golden("fdb_delete", hex(fdb_delete(7, &remote())));
         golden("neigh_replace", hex(neigh_replace(7, &remote())));
         golden("neigh_delete", hex(neigh_delete(7, &remote())));
+        golden(
+            "route_get",
+            hex(route_get("198.51.100.12".parse().expect("addr"))),
+        );
+        golden(
+            "route_get6",
+            hex(route_get("2001:db8::12".parse().expect("addr"))),
+        );
+    }
+
+    #[test]
+    fn a_route_get_answer_reads_back() {
+        // What the kernel answers `ip route get 198.51.100.12` with over a
+        // route `198.51.100.0/25 dev #3 mtu 1300`.
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.destination_prefix_length = 32;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                "198.51.100.12".parse::<IpAddr>().expect("addr"),
+            )));
+        m.attributes.push(RouteAttribute::Oif(3));
+        m.attributes
+            .push(RouteAttribute::Metrics(vec![RouteMetric::Mtu(1300)]));
+        let RouteNetlinkMessage::NewRoute(parsed) = reparse((0, RouteNetlinkMessage::NewRoute(m)))
+        else {
+            panic!("NewRoute");
+        };
+        assert_eq!(
+            route_lookup_from(&parsed),
+            RouteLookup {
+                oif: Some(3),
+                mtu: Some(1300)
+            }
+        );
+        // Without metrics: the device decides.
+        let mut m = RouteMessage::default();
+        m.attributes.push(RouteAttribute::Oif(4));
+        assert_eq!(
+            route_lookup_from(&m),
+            RouteLookup {
+                oif: Some(4),
+                mtu: None
+            }
+        );
+    }
+
+    #[test]
+    fn only_foreign_route_changes_count() {
+        let msg = |kind: u16, proto: u8| {
+            let mut b = vec![0u8; 28];
+            b[..4].copy_from_slice(&28u32.to_ne_bytes());
+            b[4..6].copy_from_slice(&kind.to_ne_bytes());
+            b[16 + 5] = proto;
+            b
+        };
+        assert!(!foreign_route_change(&msg(24, 52), 52));
+        assert!(foreign_route_change(&msg(24, 4), 52), "static route added");
+        assert!(foreign_route_change(&msg(25, 3), 52), "boot route removed");
+        let mut two = msg(24, 52);
+        two.extend(msg(25, 2));
+        assert!(foreign_route_change(&two, 52));
+        assert!(
+            !foreign_route_change(&msg(16, 4), 52),
+            "not a route message"
+        );
+        assert!(!foreign_route_change(&[1, 2, 3], 52), "short");
+        let mut zero = msg(24, 4);
+        zero[..4].copy_from_slice(&0u32.to_ne_bytes());
+        assert!(!foreign_route_change(&zero, 52), "zero length never loops");
     }
 
     /// Serialises a request and parses it back as the kernel would see it.

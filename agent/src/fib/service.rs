@@ -18,12 +18,26 @@
 //!
 //! Routes found in the kernel at start stay until [`FibHandle::mark_synced`]
 //! (graceful restart). Every `resync` a dump repairs drift.
+//!
+//! # MTUs
+//!
+//! The tunnel devices are sized from the path to each remote they send to
+//! (`ip route get REMOTE`: the route's `mtu` metric, else its device's
+//! MTU; see [`super::encap::mtus`]). The remotes are the VXLAN remotes
+//! of the composer and the gateways of tortie's routes on the IPIP device.
+//! A remote new since the last turn is looked up at once; all of them
+//! again at every resync, and after a link, address or (non-tortie) route
+//! change, at most once a second, or once a resync period when there are
+//! more than [`SMALL_REMOTE_SET`] remotes: an event storm in a large
+//! cluster costs one pipelined round of lookups, not one per event.
+//! The pod MTU is published without a lock for the CNI server
+//! ([`FibHandle::pod_mtu`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context as TaskContext, Poll};
@@ -37,13 +51,17 @@ use tortie_bgp::rib::FibChange;
 use tracing::{debug, error, info, warn};
 
 use super::compose::{Composer, EncapContext};
-use super::encap::{Mtus, PoolEncap};
-use super::link::{LinkSocket, LinkWatcher};
+use super::encap::{Encap, Mtus, PoolEncap};
+use super::link::{LinkSocket, LinkWatcher, RouteWatcher};
 use super::netlink::RouteSocket;
-use super::route::{KernelRoute, RouteKey, MAIN_TABLE};
+use super::route::{KernelRoute, RouteKey, RouteTarget, MAIN_TABLE};
 use super::speaker::fib_route;
-use super::tunnels::{reconcile_links, reconcile_vxlan_remotes, TunnelState};
-use super::{Reconciler, RTPROT_TORTIE};
+use super::tunnels::{path_mtus, reconcile_links, reconcile_vxlan_remotes, TunnelState};
+use super::{Op, Reconciler, RTPROT_TORTIE};
+
+/// Up to this many tunnel remotes, a link/address/route change refreshes
+/// every path MTU within a second; beyond, at the next resync.
+pub const SMALL_REMOTE_SET: usize = 256;
 
 /// What the FIB is asked to do (`fib:` of the speaker config, or the
 /// node agent's view of the node).
@@ -100,14 +118,15 @@ impl FibStats {
     pub fn route_status(&self) -> crate::status::RouteStatus {
         let mut tunnels = Vec::new();
         if let Some(m) = &self.mtu {
-            for (device, mtu) in [
-                (super::link::IPIP_DEVICE, m.ipip),
-                (super::link::VXLAN_DEVICE, m.vxlan),
+            for (device, mtu, path_mtu) in [
+                (super::link::IPIP_DEVICE, m.ipip, m.ipip_path),
+                (super::link::VXLAN_DEVICE, m.vxlan, m.vxlan_path),
             ] {
                 if let (Some(mtu), true) = (mtu, self.tunnels.iter().any(|t| t == device)) {
                     tunnels.push(crate::status::TunnelStatus {
                         device: device.to_string(),
                         mtu,
+                        path_mtu,
                     });
                 }
             }
@@ -164,6 +183,8 @@ enum Command {
 struct Shared {
     stop: AtomicBool,
     stats: Mutex<FibStats>,
+    /// [`Mtus::pod`], 0 before the first computation.
+    pod_mtu: AtomicU32,
 }
 
 /// Talks to the FIB thread. Cheap to clone.
@@ -269,6 +290,14 @@ impl FibHandle {
         self.send(Command::MarkSynced);
     }
 
+    /// The MTU a new pod interface should get ([`Mtus::pod`]: the
+    /// narrowest tunnel, the underlay device at most), read without
+    /// waiting for the FIB thread; `None` until it is first computed (the
+    /// underlay device is not known yet).
+    pub fn pod_mtu(&self) -> Option<u32> {
+        Some(self.shared.pod_mtu.load(Ordering::Relaxed)).filter(|m| *m > 0)
+    }
+
     /// The latest figures.
     pub fn stats(&self) -> FibStats {
         self.shared
@@ -325,6 +354,20 @@ struct Fib {
     applied_remotes: BTreeSet<IpAddr>,
     tunnels: TunnelState,
     link_errors: Vec<String>,
+    /// Changes of routes that are not tortie's (a route to a remote's
+    /// subnet got `mtu N`): paths must be looked up again.
+    route_watcher: Option<RouteWatcher>,
+    /// Path MTU per tunnel remote (`None`: the kernel has no route).
+    path_cache: BTreeMap<IpAddr, Option<u32>>,
+    /// Remotes reached through the IPIP device: gateways of tortie's
+    /// routes on it, from the last dump plus the routes added since.
+    ipip_remotes: BTreeSet<IpAddr>,
+    /// A link, address or route changed: every cached path is suspect.
+    paths_stale: bool,
+    /// The earliest next full path refresh outside a resync.
+    next_path_refresh: Instant,
+    /// The narrowest path per tunnel the devices were last sized for.
+    applied_paths: Vec<(Encap, u32)>,
 }
 
 impl Fib {
@@ -362,25 +405,100 @@ impl Fib {
         }
     }
 
-    /// Devices first (routes name them), then the encapsulation context
-    /// every learned route derives from, then the VXLAN remotes those
-    /// routes need (before the routes go in, so no packet is sent to an
-    /// unresolved VTEP).
-    fn reconcile_tunnels(&mut self) {
+    /// The remotes each tunnel sends to.
+    fn tunnel_remotes(&self) -> Vec<(Encap, IpAddr)> {
+        let mut v: Vec<(Encap, IpAddr)> = self
+            .composer
+            .vxlan_remotes()
+            .into_iter()
+            .map(|r| (Encap::Vxlan, r))
+            .collect();
+        if self.tunnels.ipip.is_some() {
+            v.extend(self.ipip_remotes.iter().map(|r| (Encap::Ipip, *r)));
+        }
+        v
+    }
+
+    /// Looks up the paths to the remotes new since the last turn, or to
+    /// all of them at a resync or after a change (rate-limited, see the
+    /// module docs); the devices get a pass when the narrowest path of a
+    /// tunnel moved.
+    fn refresh_paths(&mut self, now: Instant, resync: bool) {
+        let remotes = self.tunnel_remotes();
+        let unique: BTreeSet<IpAddr> = remotes.iter().map(|(_, r)| *r).collect();
+        self.path_cache.retain(|r, _| unique.contains(r));
+        let full = resync || (self.paths_stale && now >= self.next_path_refresh);
+        let todo: Vec<IpAddr> = unique
+            .iter()
+            .filter(|r| full || !self.path_cache.contains_key(r))
+            .copied()
+            .collect();
+        if full {
+            self.paths_stale = false;
+            self.next_path_refresh =
+                now + path_refresh_interval(unique.len(), self.settings.resync);
+        }
+        if let (false, Some(sock)) = (todo.is_empty(), self.links.as_mut()) {
+            match path_mtus(sock, &todo) {
+                Ok(found) => {
+                    debug!("FIB: {} path MTU lookups", todo.len());
+                    self.path_cache.extend(found);
+                }
+                Err(e) => {
+                    // Not retried every turn: at the next refresh.
+                    warn!("FIB: path MTU lookups: {e}");
+                    self.path_cache.extend(todo.iter().map(|r| (*r, None)));
+                    self.paths_stale = true;
+                }
+            }
+        }
+        let paths = narrowest_paths(&remotes, &self.path_cache);
+        if paths != self.applied_paths {
+            info!("FIB: narrowest path MTU per tunnel {paths:?}");
+            self.applied_paths = paths;
+            self.links_dirty = true;
+        }
+    }
+
+    /// Tortie's routes on the IPIP device name its remotes as gateways.
+    fn note_ipip_remotes<'a>(&mut self, routes: impl IntoIterator<Item = &'a KernelRoute>) {
+        let Some(dev) = self.tunnels.ipip else {
+            return;
+        };
+        for r in routes {
+            if let RouteTarget::Unicast(hops) = &r.target {
+                self.ipip_remotes.extend(
+                    hops.iter()
+                        .filter(|h| h.ifindex == Some(dev))
+                        .filter_map(|h| h.gateway),
+                );
+            }
+        }
+    }
+
+    /// Path MTUs first (they size the devices), then devices (routes
+    /// name them), then the encapsulation context every learned route
+    /// derives from, then the VXLAN remotes those routes need (before the
+    /// routes go in, so no packet is sent to an unresolved VTEP).
+    fn reconcile_tunnels(&mut self, now: Instant, resync: bool) {
+        self.refresh_paths(now, resync);
         if self.links_dirty {
             self.links_dirty = false;
             self.neigh_dirty = true;
             let st = match self.links.as_mut() {
-                Some(sock) => {
-                    reconcile_links(sock, &self.settings.pools, self.settings.underlay.as_ref())
-                        .unwrap_or_else(|e| {
-                            warn!("FIB: tunnel devices: {e}");
-                            TunnelState {
-                                errors: vec![format!("tunnel devices: {e}")],
-                                ..self.tunnels.clone()
-                            }
-                        })
-                }
+                Some(sock) => reconcile_links(
+                    sock,
+                    &self.settings.pools,
+                    self.settings.underlay.as_ref(),
+                    &self.applied_paths,
+                )
+                .unwrap_or_else(|e| {
+                    warn!("FIB: tunnel devices: {e}");
+                    TunnelState {
+                        errors: vec![format!("tunnel devices: {e}")],
+                        ..self.tunnels.clone()
+                    }
+                }),
                 None => TunnelState::default(),
             };
             if st != self.tunnels {
@@ -459,6 +577,12 @@ fn run(
         applied_remotes: BTreeSet::new(),
         tunnels: TunnelState::default(),
         link_errors: Vec::new(),
+        route_watcher: None,
+        path_cache: BTreeMap::new(),
+        ipip_remotes: BTreeSet::new(),
+        paths_stale: false,
+        next_path_refresh: Instant::now(),
+        applied_paths: Vec::new(),
     };
     match LinkSocket::open() {
         Ok(s) => fib.links = Some(s),
@@ -469,6 +593,12 @@ fn run(
         Err(e) => fib
             .link_errors
             .push(format!("link and address changes are not watched: {e}")),
+    }
+    match RouteWatcher::open(RTPROT_TORTIE) {
+        Ok(w) => fib.route_watcher = Some(w),
+        Err(e) => fib.link_errors.push(format!(
+            "route changes are not watched (path MTUs are refreshed at resync only): {e}"
+        )),
     }
     let found = sock
         .dump(RTPROT_TORTIE)
@@ -518,22 +648,41 @@ fn run(
         // again now, and at the routes soon (coalescing bursts).
         if fib.watcher.as_mut().is_some_and(LinkWatcher::changed) {
             fib.links_dirty = true;
+            fib.paths_stale = true;
             next_resync = next_resync.min(now + Duration::from_secs(1));
         }
-        if now >= next_resync {
+        // Someone else's route changed (say `ip route ... mtu 1300` towards
+        // a remote): the paths, not the devices or tortie's routes.
+        if fib
+            .route_watcher
+            .as_mut()
+            .is_some_and(RouteWatcher::changed)
+        {
+            fib.paths_stale = true;
+        }
+        let resync = now >= next_resync;
+        if resync {
             fib.links_dirty = true;
             fib.neigh_dirty = true;
         }
-        fib.reconcile_tunnels();
-        if now >= next_resync {
+        fib.reconcile_tunnels(now, resync);
+        if resync {
             match sock.dump(RTPROT_TORTIE) {
-                Ok(routes) => fib.rec.observe_dump(routes),
+                Ok(routes) => {
+                    fib.ipip_remotes.clear();
+                    fib.note_ipip_remotes(&routes);
+                    fib.rec.observe_dump(routes);
+                }
                 Err(e) => warn!("FIB: resync dump failed: {e}"),
             }
             next_resync = now + fib.settings.resync;
         }
         let ops = fib.rec.plan(now);
         if !ops.is_empty() {
+            fib.note_ipip_remotes(ops.iter().filter_map(|op| match op {
+                Op::Add(r) | Op::Replace(r) => Some(r),
+                Op::Delete(_) => None,
+            }));
             match sock.apply(RTPROT_TORTIE, &ops) {
                 Ok(outcomes) => {
                     for o in &outcomes {
@@ -561,7 +710,35 @@ fn run(
     }
 }
 
+/// The narrowest known path per tunnel among its remotes.
+fn narrowest_paths(
+    remotes: &[(Encap, IpAddr)],
+    cache: &BTreeMap<IpAddr, Option<u32>>,
+) -> Vec<(Encap, u32)> {
+    let mut out: BTreeMap<Encap, u32> = BTreeMap::new();
+    for (tunnel, remote) in remotes {
+        if let Some(Some(mtu)) = cache.get(remote) {
+            out.entry(*tunnel)
+                .and_modify(|m| *m = (*m).min(*mtu))
+                .or_insert(*mtu);
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// How soon after a full path refresh a change may cause another.
+fn path_refresh_interval(remotes: usize, resync: Duration) -> Duration {
+    if remotes <= SMALL_REMOTE_SET {
+        Duration::from_secs(1).min(resync)
+    } else {
+        resync
+    }
+}
+
 fn publish(fib: &Fib, shared: &Shared) {
+    shared
+        .pod_mtu
+        .store(fib.tunnels.mtus.map_or(0, |m| m.pod), Ordering::Relaxed);
     let Ok(mut s) = shared.stats.lock() else {
         return;
     };
@@ -587,6 +764,71 @@ fn publish(fib: &Fib, shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn each_tunnel_takes_its_narrowest_known_path() {
+        let cache = BTreeMap::from([
+            (ip("198.51.100.12"), Some(1300)),
+            (ip("192.0.2.13"), Some(1500)),
+            (ip("203.0.113.14"), None),
+        ]);
+        let remotes = [
+            (Encap::Vxlan, ip("198.51.100.12")),
+            (Encap::Vxlan, ip("192.0.2.13")),
+            (Encap::Ipip, ip("192.0.2.13")),
+            // No route yet: does not count.
+            (Encap::Ipip, ip("203.0.113.14")),
+            // Not looked up yet: does not count.
+            (Encap::Vxlan, ip("203.0.113.15")),
+        ];
+        assert_eq!(
+            narrowest_paths(&remotes, &cache),
+            vec![(Encap::Ipip, 1500), (Encap::Vxlan, 1300)]
+        );
+        assert_eq!(narrowest_paths(&[], &cache), vec![]);
+    }
+
+    #[test]
+    fn large_remote_sets_refresh_once_per_resync() {
+        let resync = Duration::from_secs(30);
+        assert_eq!(path_refresh_interval(3, resync), Duration::from_secs(1));
+        assert_eq!(
+            path_refresh_interval(SMALL_REMOTE_SET, resync),
+            Duration::from_secs(1)
+        );
+        assert_eq!(path_refresh_interval(1000, resync), resync);
+        // A fast resync is never slowed down.
+        let fast = Duration::from_millis(500);
+        assert_eq!(path_refresh_interval(3, fast), fast);
+    }
+
+    #[test]
+    fn the_status_shows_each_tunnel_with_its_path() {
+        let stats = FibStats {
+            mtu: Some(crate::fib::encap::mtus(
+                1500,
+                false,
+                &[PoolEncap {
+                    cidr: "10.244.0.0/16".parse().expect("net"),
+                    mode: crate::fib::encap::Mode::VXLAN,
+                }],
+                &[(Encap::Vxlan, 1300)],
+            )),
+            tunnels: vec![super::super::link::VXLAN_DEVICE.to_string()],
+            ..FibStats::default()
+        };
+        let r = stats.route_status();
+        assert_eq!(r.mtu, Some(1250));
+        let v = serde_json::to_value(&r).expect("serialises");
+        assert_eq!(
+            v["encapsulation"],
+            serde_json::json!([{"device": "vxlan.tortie", "mtu": 1250, "pathMtu": 1300}])
+        );
+    }
 
     #[tokio::test]
     async fn applied_reports_a_stopped_fib() {

@@ -1,15 +1,17 @@
 //! Keeps tortie's tunnel devices and VXLAN neighbour/FDB entries as the
 //! pools ask, from dumps of what the kernel has (never from memory
 //! alone). Called by the FIB thread on start, on link/address events, on
-//! pool or underlay changes and at every resync.
+//! pool or underlay changes, when a path MTU to a remote changes and at
+//! every resync. [`path_mtus`] asks the kernel for the route to each
+//! remote (`ip route get`), which decides the tunnels' MTUs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::encap::{mtus, tunnels_wanted, vtep_mac, Encap, Mtus, PoolEncap};
+use super::encap::{mtus, tunnels_wanted, vtep_mac, Encap, Mtus, PeerRoute, PoolEncap};
 use super::link::{
     fdb_delete, fdb_replace, ipip_create, link_delete, link_set, neigh_delete, neigh_replace,
     vxlan_create, Link, LinkError, LinkSocket, Neigh, VxlanParams, IPIP_DEVICE, VXLAN_DEVICE,
@@ -41,11 +43,14 @@ impl TunnelState {
     }
 }
 
-/// Makes the devices match `pools` and `underlay`.
+/// Makes the devices match `pools` and `underlay`, with MTUs from the
+/// narrowest path each tunnel serves (`paths`: `(tunnel, path MTU)` per
+/// remote, see [`mtus`]).
 pub fn reconcile_links(
     sock: &mut LinkSocket,
     pools: &[PoolEncap],
     underlay: Option<&IpNet>,
+    paths: &[(Encap, u32)],
 ) -> Result<TunnelState, LinkError> {
     let mut st = TunnelState::default();
     let wanted = tunnels_wanted(pools);
@@ -71,7 +76,7 @@ pub fn reconcile_links(
         ));
         return Ok(st);
     };
-    let m = mtus(dev.mtu, local.is_ipv6(), pools);
+    let m = mtus(dev.mtu, local.is_ipv6(), pools, paths);
     st.mtus = Some(m);
 
     // VXLAN.
@@ -167,6 +172,48 @@ pub fn reconcile_links(
         st.ipip = up(IPIP_DEVICE);
     }
     Ok(st)
+}
+
+/// The path MTU towards each of `remotes`: one `ip route get` per remote,
+/// pipelined ([`LinkSocket::route_lookups`]), then the route's MTU metric
+/// or its output device's MTU ([`PeerRoute::path_mtu`]). A remote without
+/// a route (or whose device vanished meanwhile) maps to `None`: it does
+/// not narrow any tunnel until it has one.
+pub fn path_mtus(
+    sock: &mut LinkSocket,
+    remotes: &[IpAddr],
+) -> Result<BTreeMap<IpAddr, Option<u32>>, LinkError> {
+    if remotes.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let answers = sock.route_lookups(remotes)?;
+    let devices: BTreeMap<u32, u32> = sock.links()?.iter().map(|l| (l.index, l.mtu)).collect();
+    Ok(remotes
+        .iter()
+        .zip(answers)
+        .map(|(remote, answer)| {
+            let mtu = match answer {
+                Ok(r) => {
+                    let device_mtu = r.oif.and_then(|i| devices.get(&i).copied());
+                    match (r.mtu, device_mtu) {
+                        (None, None) => None,
+                        (route_mtu, device_mtu) => Some(
+                            PeerRoute {
+                                route_mtu,
+                                device_mtu: device_mtu.unwrap_or(0),
+                            }
+                            .path_mtu(),
+                        ),
+                    }
+                }
+                Err(reason) => {
+                    debug!(%remote, %reason, "FIB: no route to a tunnel remote");
+                    None
+                }
+            };
+            (*remote, mtu)
+        })
+        .collect())
 }
 
 /// Makes the permanent neighbour and FDB entries on the VXLAN device
