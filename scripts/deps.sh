@@ -3,7 +3,9 @@
 # nothing is downloaded when every package is already present.
 set -euo pipefail
 
-PACKAGES=(bird2 gobgpd iptables ipset iproute2 iputils-ping tcpdump procps)
+# frr: the lab's GoBGP ToRs (`--tor gobgp`) run FRR's zebra, one per ToR
+# namespace, to install gobgpd's routes in the kernel.
+PACKAGES=(bird2 gobgpd frr iptables ipset iproute2 iputils-ping tcpdump procps)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -21,6 +23,20 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # frr's postinst enables frr.service and starts it (watchfrr, zebra and
+    # staticd in the machine's own namespace) unless policy-rc.d forbids it.
+    # The lab runs its own zebras with private sockets inside ToR
+    # namespaces and needs none of that, so an FRR this script has just
+    # installed is stopped and disabled again. An FRR that was already
+    # installed is the administrator's and is left alone.
+    if [[ " ${missing[*]} " == *" frr "* ]]; then
+        if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+            systemctl disable --now frr.service >/dev/null 2>&1 || true
+        elif [[ -x /etc/init.d/frr ]]; then
+            invoke-rc.d frr stop >/dev/null 2>&1 || true
+            update-rc.d frr disable >/dev/null 2>&1 || true
+        fi
+    fi
 fi
 
 # The system bird/gobgpd services must not run in the machine's namespace:

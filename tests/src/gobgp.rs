@@ -82,6 +82,32 @@ pub struct GobgpPath {
     pub cluster_list: Vec<String>,
 }
 
+/// Programs a lab with GoBGP ToRs needs besides the tortie binaries.
+pub const GOBGP_TOR_TOOLS: &[&str] = &[
+    "ip", "gobgpd", "gobgp", "ping", "iptables", "ipset", "kill", "chown",
+];
+
+/// Checks root, the tools and FRR's zebra (the `frr` package) for a lab
+/// with `--tor gobgp`: skips outside CI, fails under `CI=true`.
+pub fn require_gobgp_tor(test: &str) -> bool {
+    if !crate::require_netns(test, GOBGP_TOR_TOOLS) {
+        return false;
+    }
+    let zebra = std::path::Path::new(tortie::lab::gobgp::ZEBRA_BIN);
+    if zebra.is_file() {
+        return true;
+    }
+    let msg = format!(
+        "{test}: needs FRR's zebra at {} (apt-get install frr; scripts/deps.sh does)",
+        zebra.display()
+    );
+    if crate::in_ci() {
+        panic!("{msg} (CI=true: missing prerequisites are failures)");
+    }
+    eprintln!("skipped: {msg}");
+    false
+}
+
 fn next_port() -> u16 {
     static PORT: AtomicU16 = AtomicU16::new(50051);
     PORT.fetch_add(1, Ordering::Relaxed)

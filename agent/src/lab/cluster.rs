@@ -1,5 +1,5 @@
-//! The lab's shell: turns a [`Plan`] into namespaces, links, BIRD ToRs,
-//! tortie agents and CNI-created pods, and takes them down again.
+//! The lab's shell: turns a [`Plan`] into namespaces, links, BIRD or GoBGP
+//! ToRs, tortie agents and CNI-created pods, and takes them down again.
 //!
 //! Owns: the order of `up`'s steps and what a failure in each says, the
 //! run directory (`RUN_DIR/lab.json`, `manifests/`, one directory per ToR
@@ -22,10 +22,11 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::bird;
 use super::exec::{self, in_netns, netns_command, wait_for};
+use super::gobgp;
 use super::manifests;
 use super::matrix::{self, Matrix};
 use super::plan::{LabOptions, NodePlan, Plan, PodPlan, RackPlan, TorKind};
-use super::state::{LabState, ProcessRecord, StatusDocument};
+use super::state::{LabState, ProcessRecord, StatusDocument, TorSessionDoc};
 use crate::status::Status;
 
 /// How long `up` waits for BGP sessions, routes and the matrix.
@@ -160,21 +161,25 @@ impl Lab {
                 "namespaces, bridges and links",
                 &mut |lab, _| lab.make_fabric(),
             )?;
-            let tors = lab.state.plan.tor == TorKind::Bird;
-            let what = if tors {
-                let asns: Vec<String> = plan
-                    .racks
-                    .iter()
-                    .filter_map(|r| Some(format!("{} AS {}", r.tor_name(), r.asn?)))
-                    .collect();
-                format!("BIRD on the ToRs ({})", asns.join(", "))
-            } else {
-                "no ToR: one switch, iBGP full mesh".to_string()
+            let asns: Vec<String> = plan
+                .racks
+                .iter()
+                .filter_map(|r| Some(format!("{} AS {}", r.tor_name(), r.asn?)))
+                .collect();
+            let what = match lab.state.plan.tor {
+                TorKind::Bird => format!("BIRD on the ToRs ({})", asns.join(", ")),
+                TorKind::Gobgp => format!(
+                    "GoBGP on the ToRs, an FRR zebra each for their kernel routes ({})",
+                    asns.join(", ")
+                ),
+                TorKind::None => "no ToR: one switch, iBGP full mesh".to_string(),
             };
             step(&mut lab, out, &what, &mut |lab, _| {
-                for rack in lab.state.plan.racks.clone() {
-                    if rack.gateway.is_some() && tors {
-                        lab.start_bird(&rack)?;
+                for rack in lab.tor_racks() {
+                    match lab.state.plan.tor {
+                        TorKind::Bird => lab.start_bird(&rack)?,
+                        TorKind::Gobgp => lab.start_gobgp(&rack)?,
+                        TorKind::None => {}
                     }
                 }
                 Ok(())
@@ -323,7 +328,16 @@ impl Lab {
 
     /// The `status -o json` document.
     pub fn document(&self) -> StatusDocument {
-        self.state.document(|p| exec::is_running(p.pid, &p.program))
+        let mut doc = self.state.document(|p| exec::is_running(p.pid, &p.program));
+        for (tor, rack) in doc.tors.iter_mut().zip(self.tor_racks()) {
+            tor.sessions = self.tor_sessions(&rack).unwrap_or_default();
+            tor.learned = self.tor_learned(&rack).unwrap_or_default();
+            tor.kernel_routes = self
+                .tor_kernel_routes(&rack)
+                .map(|r| r.into_iter().map(|r| r.prefix).collect())
+                .unwrap_or_default();
+        }
+        doc
     }
 
     fn add_netns(&mut self, name: &str) -> Result<()> {
@@ -481,6 +495,178 @@ impl Lab {
         )
     }
 
+    /// zebra's directory on `rack`'s GoBGP ToR: its config, pid file,
+    /// zserv socket and vty directory, owned by the user zebra runs as.
+    pub fn zebra_dir(&self, rack: &RackPlan) -> PathBuf {
+        self.tor_dir(rack).join("zebra")
+    }
+
+    /// A GoBGP ToR: zebra first (gobgpd connects to its socket), then
+    /// gobgpd, each in the ToR's namespace and recorded by PID.
+    fn start_gobgp(&mut self, rack: &RackPlan) -> Result<()> {
+        let dir = self.tor_dir(rack);
+        let zdir = self.zebra_dir(rack);
+        std::fs::create_dir_all(zdir.join("vty"))?;
+        let zconf = zdir.join("zebra.conf");
+        std::fs::write(&zconf, gobgp::zebra_config(rack))?;
+        let owner = format!("{0}:{0}", gobgp::ZEBRA_USER);
+        exec::run(
+            std::process::Command::new("chown")
+                .arg("-R")
+                .arg(&owner)
+                .arg(&zdir),
+        )
+        .context("zebra runs as the frr user, which the frr package creates")?;
+        let zserv = zdir.join("zserv.api");
+        let conf = dir.join("gobgpd.toml");
+        std::fs::write(&conf, gobgp::tor_config(&self.state.plan, rack, &zserv))?;
+        exec::run(
+            std::process::Command::new("gobgpd")
+                .arg("-d")
+                .arg("-f")
+                .arg(&conf),
+        )
+        .with_context(|| format!("gobgpd rejected {}", conf.display()))?;
+        // gobgpd 3.10 panics on zebra's message for an interface without a
+        // hardware address (gobgp.rs explains); lo is the only one here.
+        in_netns(
+            &rack.netns,
+            "ip",
+            &["link", "set", "lo", "address", gobgp::LOOPBACK_MAC],
+        )?;
+        let zlog = dir.join("zebra.log");
+        let mut cmd = netns_command(&rack.netns, gobgp::ZEBRA_BIN);
+        cmd.arg("-f")
+            .arg(&zconf)
+            .arg("-i")
+            .arg(zdir.join("zebra.pid"))
+            .arg("-z")
+            .arg(&zserv)
+            .arg("--vty_socket")
+            .arg(zdir.join("vty"))
+            .args(["-u", gobgp::ZEBRA_USER, "-g", gobgp::ZEBRA_USER])
+            // No TCP vty: several zebras share the machine.
+            .args(["-P", "0", "--log", "stdout"]);
+        let zpid = exec::spawn_daemon(cmd, &zlog)?;
+        self.state.set_process(ProcessRecord {
+            role: format!("zebra {}", rack.tor_name()),
+            pid: zpid,
+            program: "zebra".into(),
+            netns: rack.netns.clone(),
+        });
+        self.save()?;
+        wait_for(
+            &format!("zebra on {} to open {}", rack.netns, zserv.display()),
+            Duration::from_secs(15),
+            || {
+                if !exec::is_running(zpid, "zebra") {
+                    return Some(Err(anyhow!(
+                        "zebra on {} exited: {}; its log:\n{}",
+                        rack.netns,
+                        exec::exit_description(zpid),
+                        exec::log_tail(&zlog, 10)
+                    )));
+                }
+                zserv.exists().then_some(Ok(()))
+            },
+        )??;
+        let glog = dir.join("gobgpd.log");
+        let mut cmd = netns_command(&rack.netns, "gobgpd");
+        cmd.arg("-f")
+            .arg(&conf)
+            .arg(format!("--api-hosts=127.0.0.1:{}", gobgp::API_PORT))
+            .arg("--pprof-disable");
+        let gpid = exec::spawn_daemon(cmd, &glog)?;
+        self.state.set_process(ProcessRecord {
+            role: format!("gobgpd {}", rack.tor_name()),
+            pid: gpid,
+            program: "gobgpd".into(),
+            netns: rack.netns.clone(),
+        });
+        self.save()?;
+        wait_for(
+            &format!("gobgpd on {} to answer `gobgp global`", rack.netns),
+            Duration::from_secs(15),
+            || {
+                if !exec::is_running(gpid, "gobgpd") {
+                    return Some(Err(anyhow!(
+                        "gobgpd on {} exited: {}; its log:\n{}",
+                        rack.netns,
+                        exec::exit_description(gpid),
+                        exec::log_tail(&glog, 10)
+                    )));
+                }
+                self.gobgp(rack, &["global"]).ok().map(|_| Ok(()))
+            },
+        )??;
+        wait_for(
+            &format!("gobgpd on {} to connect to its zebra", rack.netns),
+            Duration::from_secs(15),
+            || {
+                std::fs::read_to_string(&glog)
+                    .ok()?
+                    .contains("success to connect to Zebra")
+                    .then_some(())
+            },
+        )
+        .with_context(|| exec::log_tail(&glog, 10))?;
+        Ok(())
+    }
+
+    /// `gobgp -u 127.0.0.1 -p PORT ARGS..` run inside `rack`'s namespace,
+    /// where that ToR's gobgpd serves its gRPC API on the loopback.
+    pub fn gobgp(&self, rack: &RackPlan, args: &[&str]) -> Result<String> {
+        let port = gobgp::API_PORT.to_string();
+        let mut all = vec!["-u", "127.0.0.1", "-p", port.as_str()];
+        all.extend_from_slice(args);
+        in_netns(&rack.netns, "gobgp", &all)
+    }
+
+    /// The BGP sessions of `rack`'s ToR (birdc or `gobgp neighbor`).
+    pub fn tor_sessions(&self, rack: &RackPlan) -> Result<Vec<TorSessionDoc>> {
+        Ok(match self.state.plan.tor {
+            TorKind::Bird => bird::parse_sessions(&self.birdc(rack, &["show", "protocols"])?)
+                .into_iter()
+                .map(|s| TorSessionDoc {
+                    established: s.info.starts_with("Established"),
+                    peer: s.name,
+                    state: if s.info.is_empty() { s.state } else { s.info },
+                })
+                .collect(),
+            TorKind::Gobgp => gobgp::parse_neighbors(&self.gobgp(rack, &["neighbor", "-j"])?)?
+                .into_iter()
+                .map(|s| TorSessionDoc {
+                    established: s.established(),
+                    peer: gobgp::peer_name(&self.state.plan, &s.address).unwrap_or(s.address),
+                    state: s.state,
+                })
+                .collect(),
+            TorKind::None => Vec::new(),
+        })
+    }
+
+    /// The prefixes in `rack`'s ToR's BGP RIB.
+    pub fn tor_learned(&self, rack: &RackPlan) -> Result<Vec<String>> {
+        Ok(match self.state.plan.tor {
+            TorKind::Bird => bird::parse_route_prefixes(&self.birdc(rack, &["show", "route"])?),
+            TorKind::Gobgp => gobgp::parse_rib_prefixes(
+                &self.gobgp(rack, &["global", "rib", "-a", "ipv4", "-j"])?,
+            )?,
+            TorKind::None => Vec::new(),
+        })
+    }
+
+    /// The routes `rack`'s routing daemon installed in the ToR's kernel
+    /// (`proto bird`, or `proto bgp` from zebra).
+    pub fn tor_kernel_routes(&self, rack: &RackPlan) -> Result<Vec<gobgp::KernelRoute>> {
+        let proto = match self.state.plan.tor {
+            TorKind::Gobgp => gobgp::KERNEL_PROTO,
+            _ => "bird",
+        };
+        let text = in_netns(&rack.netns, "ip", &["-4", "route", "show", "proto", proto])?;
+        Ok(gobgp::parse_kernel_routes(&text))
+    }
+
     fn write_initial_manifests(&mut self) -> Result<()> {
         for (name, text) in manifests::initial_files(&self.state.plan) {
             self.write_manifest(&name, &text)?;
@@ -623,15 +809,39 @@ impl Lab {
         }
         for rack in self.tor_racks() {
             wait_for(
-                &format!("BIRD's sessions on {}", rack.tor_name()),
+                &format!("the sessions of {}", rack.tor_name()),
                 timeout,
                 || {
-                    let text = self.birdc(&rack, &["show", "protocols"]).ok()?;
-                    let s = bird::parse_sessions(&text);
-                    (!s.is_empty() && s.iter().all(|p| p.info.starts_with("Established")))
-                        .then_some(())
+                    if let Err(e) = self.tor_daemons_running(&rack) {
+                        return Some(Err(e));
+                    }
+                    let s = self.tor_sessions(&rack).ok()?;
+                    (!s.is_empty() && s.iter().all(|p| p.established)).then_some(Ok(()))
                 },
-            )?;
+            )??;
+        }
+        Ok(())
+    }
+
+    /// Fails, with the dead one's log tail, unless every process of
+    /// `rack`'s ToR runs.
+    fn tor_daemons_running(&self, rack: &RackPlan) -> Result<()> {
+        for program in super::state::tor_programs(self.state.plan.tor) {
+            let role = format!("{program} {}", rack.tor_name());
+            if let Some(p) = self.state.process(&role) {
+                if !exec::is_running(p.pid, &p.program) {
+                    let log = self.tor_dir(rack).join(match *program {
+                        "bird" => "bird.stderr".to_string(),
+                        other => format!("{other}.log"),
+                    });
+                    bail!(
+                        "{role} (pid {}) exited; its log ({}):\n{}",
+                        p.pid,
+                        log.display(),
+                        exec::log_tail(&log, 15)
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -644,8 +854,9 @@ impl Lab {
         }
     }
 
-    fn tor_racks(&self) -> Vec<RackPlan> {
-        if self.state.plan.tor != TorKind::Bird {
+    /// The racks with a ToR router (none in the flat mesh).
+    pub fn tor_racks(&self) -> Vec<RackPlan> {
+        if self.state.plan.tor == TorKind::None {
             return Vec::new();
         }
         self.state
@@ -659,21 +870,38 @@ impl Lab {
 
     /// Waits until every ToR has every node's pod CIDR.
     pub fn wait_routes(&self, timeout: Duration) -> Result<()> {
+        let all = |have: &[String]| {
+            self.state
+                .plan
+                .nodes
+                .iter()
+                .all(|n| have.contains(&n.pod_cidr.to_string()))
+        };
         for rack in self.tor_racks() {
             wait_for(
                 &format!("every pod CIDR at {}", rack.tor_name()),
                 timeout,
                 || {
-                    let text = self.birdc(&rack, &["show", "route"]).ok()?;
-                    let have = bird::parse_route_prefixes(&text);
-                    self.state
-                        .plan
-                        .nodes
-                        .iter()
-                        .all(|n| have.contains(&n.pod_cidr.to_string()))
-                        .then_some(())
+                    let have = self.tor_learned(&rack).ok()?;
+                    all(&have).then_some(())
                 },
             )?;
+            // A GoBGP ToR forwards by what zebra installed, not by its RIB.
+            if self.state.plan.tor == TorKind::Gobgp {
+                wait_for(
+                    &format!(
+                        "zebra to install every pod CIDR in {}'s kernel",
+                        rack.tor_name()
+                    ),
+                    timeout,
+                    || {
+                        let routes = self.tor_kernel_routes(&rack).ok()?;
+                        let have: Vec<String> = routes.into_iter().map(|r| r.prefix).collect();
+                        all(&have).then_some(())
+                    },
+                )
+                .with_context(|| exec::log_tail(&self.tor_dir(&rack).join("zebra.log"), 10))?;
+            }
         }
         Ok(())
     }
@@ -942,6 +1170,10 @@ impl Lab {
         let mut s = String::new();
         let plan = &self.state.plan;
         for rack in self.tor_racks() {
+            if plan.tor == TorKind::Gobgp {
+                s.push_str(&self.gobgp_summary(&rack));
+                continue;
+            }
             s.push_str(&format!(
                 "== ToR {} ({}, BIRD, AS {}): birdc show protocols\n",
                 rack.tor_name(),
@@ -1003,6 +1235,48 @@ impl Lab {
         s
     }
 
+    /// A GoBGP ToR's part of the summary: its sessions and RIB as the
+    /// `gobgp` CLI shows them, and what zebra installed in its kernel.
+    fn gobgp_summary(&self, rack: &RackPlan) -> String {
+        let mut s = format!(
+            "== ToR {} ({}, GoBGP + FRR zebra, AS {}): gobgp neighbor\n",
+            rack.tor_name(),
+            rack.netns,
+            rack.asn.unwrap_or_default()
+        );
+        match self.gobgp(rack, &["neighbor"]) {
+            Ok(t) => s.push_str(&indent(&t)),
+            Err(e) => s.push_str(&format!("   error: {e:#}\n")),
+        }
+        s.push_str(&format!(
+            "== ToR {}: pod CIDRs learned (gobgp global rib)\n",
+            rack.tor_name()
+        ));
+        match self.gobgp(rack, &["global", "rib", "-a", "ipv4"]) {
+            Ok(t) => s.push_str(&indent(&t)),
+            Err(e) => s.push_str(&format!("   error: {e:#}\n")),
+        }
+        s.push_str(&format!(
+            "== ToR {}: installed in its kernel by zebra (ip route show proto {})\n",
+            rack.tor_name(),
+            gobgp::KERNEL_PROTO
+        ));
+        match self.tor_kernel_routes(rack) {
+            Ok(routes) => {
+                for r in routes {
+                    s.push_str(&format!(
+                        "   {:<18} via {} dev {}\n",
+                        r.prefix,
+                        r.via.as_deref().unwrap_or("-"),
+                        r.dev.as_deref().unwrap_or("-")
+                    ));
+                }
+            }
+            Err(e) => s.push_str(&format!("   error: {e:#}\n")),
+        }
+        s
+    }
+
     fn node_context(&self, node: &str) -> String {
         let status = self
             .agent_status(node)
@@ -1033,7 +1307,21 @@ impl Lab {
             }
         }
         for rack in self.tor_racks() {
-            if let Ok(t) = self.birdc(&rack, &["show", "protocols"]) {
+            if self.state.plan.tor == TorKind::Gobgp {
+                if let Ok(t) = self.gobgp(&rack, &["neighbor"]) {
+                    s.push_str(&format!("--- {} sessions:\n{t}", rack.tor_name()));
+                }
+                for log in ["gobgpd.log", "zebra.log"] {
+                    let path = self.tor_dir(&rack).join(log);
+                    if path.exists() {
+                        s.push_str(&format!(
+                            "--- {} {log} tail:\n{}\n",
+                            rack.tor_name(),
+                            exec::log_tail(&path, 8)
+                        ));
+                    }
+                }
+            } else if let Ok(t) = self.birdc(&rack, &["show", "protocols"]) {
                 s.push_str(&format!(
                     "--- {} sessions:\n{}",
                     rack.tor_name(),
@@ -1115,7 +1403,12 @@ pub fn down(run_dir: &Path, prefix: &str) -> Result<DownReport> {
     if let Some(state) = &state {
         // Agents before the ToRs, so no agent logs its ToR vanishing.
         let mut procs = state.processes.clone();
-        procs.sort_by_key(|p| !p.role.starts_with("agent"));
+        // gobgpd before its zebra, which then withdraws the ToR's routes.
+        procs.sort_by_key(|p| match p.program.as_str() {
+            "tortie" => 0,
+            "zebra" => 2,
+            _ => 1,
+        });
         for p in procs {
             if exec::stop(p.pid, &p.program, Duration::from_secs(5)) {
                 report.processes.push(format!("{} (pid {})", p.role, p.pid));
@@ -1166,11 +1459,13 @@ fn check_root_and_tools(tor: TorKind) -> Result<()> {
         bail!("run as root: the lab creates network namespaces");
     }
     let mut tools = vec!["ip", "ping", "sysctl", "kill", "iptables", "ipset"];
-    if tor == TorKind::Bird {
-        tools.extend(["bird", "birdc"]);
+    match tor {
+        TorKind::Bird => tools.extend(["bird", "birdc"]),
+        TorKind::Gobgp => tools.extend(["gobgpd", "gobgp", "chown"]),
+        TorKind::None => {}
     }
     let path = std::env::var("PATH").unwrap_or_default();
-    let missing: Vec<&str> = tools
+    let mut missing: Vec<&str> = tools
         .into_iter()
         .filter(|t| {
             !path
@@ -1179,6 +1474,12 @@ fn check_root_and_tools(tor: TorKind) -> Result<()> {
                 .any(|d| Path::new(d).join(t).is_file())
         })
         .collect();
+    if tor == TorKind::Gobgp
+        && (!Path::new(gobgp::ZEBRA_BIN).is_file()
+            || exec::run(std::process::Command::new("id").arg(gobgp::ZEBRA_USER)).is_err())
+    {
+        missing.push("FRR's zebra (the frr package)");
+    }
     if !missing.is_empty() {
         bail!(
             "missing programs: {} (scripts/deps.sh installs them)",

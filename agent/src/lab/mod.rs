@@ -1,9 +1,10 @@
 //! `tortie lab up|status|down`: a virtual cluster in network namespaces on
-//! one machine, with real parts (BIRD ToRs, tortie agents, pods created
-//! through `tortie-cni`), as the README's main command.
+//! one machine, with real parts (BIRD or GoBGP ToRs, tortie agents, pods
+//! created through `tortie-cni`), as the README's main command.
 //!
 //! Owns: the lab's topology ([`plan`]), its manifests ([`manifests`]), the
-//! ToRs' BIRD configs ([`bird`]), the connectivity matrix ([`matrix`]) —
+//! ToRs' BIRD configs ([`bird`]) or GoBGP and zebra configs ([`gobgp`]),
+//! the connectivity matrix ([`matrix`]) —
 //! all pure — and the shell that makes and removes it ([`cluster`],
 //! [`exec`]), which the integration tests also use as a library.
 //!
@@ -13,6 +14,7 @@
 pub mod bird;
 pub mod cluster;
 pub mod exec;
+pub mod gobgp;
 pub mod manifests;
 pub mod matrix;
 pub mod plan;
@@ -30,7 +32,7 @@ use crate::status_client::OutputFormat;
 /// `tortie lab ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum LabCommand {
-    /// Build the lab: ToR routers running BIRD, nodes running `tortie
+    /// Build the lab: ToR routers running BIRD or GoBGP, nodes running `tortie
     /// agent`, pods created through `tortie-cni`; show sessions, routes and
     /// the pod-to-pod matrix before and after the example policies.
     Up(UpArgs),
@@ -60,8 +62,9 @@ pub struct UpArgs {
     pub nodes: u32,
     #[arg(long, default_value_t = 2)]
     pub pods_per_node: u32,
-    /// What the top-of-rack routers run: bird, or none for one switch and
-    /// an iBGP full mesh between the nodes.
+    /// What the top-of-rack routers run: bird; gobgp (gobgpd with an FRR
+    /// zebra per ToR for its kernel routes; needs the `frr` package); or
+    /// none for one switch and an iBGP full mesh between the nodes.
     #[arg(long, default_value = "bird")]
     pub tor: TorKind,
     /// Racks (ToRs) the nodes are spread over: 1 or 2 (default 2 with two

@@ -19,7 +19,8 @@
 //! Each node has its own AS (`tortie.io/asn`), as in Calico's "AS per
 //! compute server" design: with one AS shared by the nodes of a rack, a
 //! node would drop its rack neighbours' routes by AS-path loop detection.
-//! With `--tor none` every node sits on one switch (a bridge in
+//! With `--tor gobgp` the ToRs run gobgpd (the same ASNs and sessions)
+//! with an FRR zebra each for their kernel routes. With `--tor none` every node sits on one switch (a bridge in
 //! `PREFIX-sw`, 192.0.2.0/24) in AS 64512 with the iBGP full mesh.
 
 use std::collections::BTreeMap;
@@ -47,8 +48,8 @@ pub const POOL_CIDR: &str = "10.244.0.0/16";
 pub enum TorKind {
     /// BIRD 2, eBGP to each node and to the other rack's ToR.
     Bird,
-    /// GoBGP (not built yet: gobgpd installs no kernel routes without
-    /// zebra, so its ToR could not forward pod traffic).
+    /// GoBGP, eBGP like BIRD, with an FRR zebra of its own in the ToR's
+    /// namespace installing GoBGP's routes in the kernel (`gobgp.rs`).
     Gobgp,
     /// No ToR: one switch, the nodes in an iBGP full mesh.
     None,
@@ -125,13 +126,6 @@ impl LabOptions {
                     "--racks {r}: must be 1 or 2, and no more than --nodes"
                 ));
             }
-        }
-        if self.tor == TorKind::Gobgp {
-            return Err(
-                "--tor gobgp: not built yet (gobgpd installs no kernel routes without zebra, \
-                 so its ToR could not forward pod traffic); use --tor bird or --tor none"
-                    .into(),
-            );
         }
         Ok(())
     }
@@ -561,14 +555,20 @@ mod tests {
                 prefix: "".into(),
                 ..ok.clone()
             },
-            LabOptions {
-                tor: TorKind::Gobgp,
-                ..ok.clone()
-            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
         assert_eq!("none".parse::<TorKind>(), Ok(TorKind::None));
+        assert_eq!("gobgp".parse::<TorKind>(), Ok(TorKind::Gobgp));
+        let gobgp = LabOptions {
+            tor: TorKind::Gobgp,
+            nodes: 2,
+            ..ok.clone()
+        };
+        assert!(gobgp.validate().is_ok());
+        let plan = Plan::new(&gobgp);
+        assert_eq!(plan.racks.len(), 2);
+        assert_eq!(plan.nodes[1].asn, Some(65102));
         assert!("frr".parse::<TorKind>().is_err());
     }
 

@@ -5,7 +5,9 @@
 //!
 //! Also the `tortie lab status -o json` document, a contract for scripts
 //! and tests: `nodes[]` with `name`, `netns`, `address`, `podCIDRs`, and
-//! `pods[]` with `namespace`, `name`, `netns`, `ip`, `node`.
+//! `pods[]` with `namespace`, `name`, `netns`, `ip`, `node`, and `tors[]`
+//! with their `kind`, `daemons` (by PID) and, filled in by the shell,
+//! their `sessions`, `learned` pod CIDRs and `kernelRoutes`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::{LabOptions, Plan};
+use super::plan::{LabOptions, Plan, TorKind};
 
 /// The state file's name inside the run directory.
 pub const STATE_FILE: &str = "lab.json";
@@ -99,14 +101,32 @@ impl LabState {
             .iter()
             .filter_map(|r| {
                 let (pid, up) = pid_of(format!("bird {}", r.tor_name()));
+                let daemons = tor_programs(self.plan.tor)
+                    .iter()
+                    .map(|program| {
+                        let role = format!("{program} {}", r.tor_name());
+                        let (pid, running) = pid_of(role.clone());
+                        DaemonDoc {
+                            role,
+                            program: program.to_string(),
+                            pid,
+                            running,
+                        }
+                    })
+                    .collect();
                 Some(TorDoc {
                     name: r.tor_name(),
                     netns: r.netns.clone(),
                     address: r.gateway?.to_string(),
                     asn: r.asn?,
                     subnet: r.subnet.to_string(),
+                    kind: self.plan.tor.to_string(),
                     bird_pid: pid,
                     bird_running: up,
+                    daemons,
+                    sessions: Vec::new(),
+                    learned: Vec::new(),
+                    kernel_routes: Vec::new(),
                 })
             })
             .collect();
@@ -135,6 +155,16 @@ impl LabState {
             tors,
             pods,
         }
+    }
+}
+
+/// The programs a ToR of `kind` runs, in start order; each is recorded
+/// with the role `PROGRAM tor-NAME`.
+pub fn tor_programs(kind: TorKind) -> &'static [&'static str] {
+    match kind {
+        TorKind::Bird => &["bird"],
+        TorKind::Gobgp => &["zebra", "gobgpd"],
+        TorKind::None => &[],
     }
 }
 
@@ -176,8 +206,45 @@ pub struct TorDoc {
     pub address: String,
     pub asn: u32,
     pub subnet: String,
+    /// `bird` or `gobgp`.
+    #[serde(default)]
+    pub kind: String,
+    /// BIRD's PID (0 on a GoBGP ToR; see `daemons`).
     pub bird_pid: u32,
     pub bird_running: bool,
+    /// Every process of the ToR: `bird`, or `zebra` and `gobgpd`.
+    #[serde(default)]
+    pub daemons: Vec<DaemonDoc>,
+    /// The ToR's BGP sessions (from birdc or `gobgp neighbor`).
+    #[serde(default)]
+    pub sessions: Vec<TorSessionDoc>,
+    /// Prefixes in the ToR's BGP RIB (birdc show route, `gobgp global rib`).
+    #[serde(default)]
+    pub learned: Vec<String>,
+    /// Prefixes its routing daemon installed in the ToR's kernel (`ip route
+    /// show proto bird|bgp`): what the ToR forwards pod traffic by.
+    #[serde(default)]
+    pub kernel_routes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DaemonDoc {
+    /// `gobgpd tor-a`.
+    pub role: String,
+    pub program: String,
+    pub pid: u32,
+    pub running: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TorSessionDoc {
+    /// The peer's name in the lab (`n1`, `tor-b`), or its address.
+    pub peer: String,
+    /// `Established`, `Active` ...
+    pub state: String,
+    pub established: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,6 +303,8 @@ mod tests {
         assert_eq!(v["nodes"][0]["agentRunning"], true);
         assert_eq!(v["nodes"][0]["runDir"], "/run/tortie-lab/n1/run");
         assert_eq!(v["tors"][1]["asn"], 65002);
+        assert_eq!(v["tors"][1]["kind"], "bird");
+        assert_eq!(v["tors"][1]["daemons"][0]["role"], "bird tor-b");
         assert_eq!(v["pods"][0]["ip"], "10.244.1.2");
         assert_eq!(v["pods"][0]["node"], "n1");
         assert_eq!(v["pods"][0]["netns"], "tl-frontend-web-n1");
@@ -245,5 +314,42 @@ mod tests {
         let round: LabState =
             serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
         assert_eq!(round, state);
+    }
+
+    #[test]
+    fn gobgp_tors_list_zebra_and_gobgpd() {
+        let options = LabOptions {
+            tor: TorKind::Gobgp,
+            ..Default::default()
+        };
+        let plan = Plan::new(&options);
+        let mut state = LabState {
+            options,
+            plan,
+            tortie_bin: "/x/tortie".into(),
+            cni_bin: "/x/tortie-cni".into(),
+            namespaces: vec![],
+            processes: vec![],
+            pod_ips: BTreeMap::new(),
+        };
+        for (role, pid) in [("zebra tor-a", 11), ("gobgpd tor-a", 12)] {
+            state.set_process(ProcessRecord {
+                role: role.into(),
+                pid,
+                program: role.split(' ').next().unwrap().into(),
+                netns: "tl-tor-a".into(),
+            });
+        }
+        let doc = state.document(|p| p.pid == 12);
+        let a = &doc.tors[0];
+        assert_eq!(a.kind, "gobgp");
+        assert_eq!(a.bird_pid, 0);
+        let d: Vec<_> = a
+            .daemons
+            .iter()
+            .map(|d| (d.role.as_str(), d.pid, d.running))
+            .collect();
+        assert_eq!(d, [("zebra tor-a", 11, false), ("gobgpd tor-a", 12, true)]);
+        assert_eq!(doc.tors[1].daemons[1].pid, 0);
     }
 }
