@@ -8,6 +8,7 @@
 //! Must never: add an address or a route in the machine's own namespace, or
 //! send traffic anywhere but loopback and the namespaces a test made.
 
+pub mod agent_node;
 pub mod bgp_testpeer;
 pub mod bgp_util;
 pub mod bird;
@@ -157,22 +158,11 @@ pub fn kill_pid(pid: u32, signal: i32) {
         .status();
 }
 
-/// Polls `cond` until it returns `Some`, or fails after `timeout`.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut cond: impl FnMut() -> Option<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = cond() {
-            return Ok(v);
-        }
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Polls `cond` every 50 ms until it returns `Some`, or fails after
+/// `timeout` (the lab's poll, a little faster: tests time what they wait
+/// for).
+pub fn wait_for<T>(what: &str, timeout: Duration, cond: impl FnMut() -> Option<T>) -> Result<T> {
+    tortie::lab::exec::poll(what, timeout, Duration::from_millis(50), cond)
 }
 
 /// A network namespace owned by a test; removed on drop.

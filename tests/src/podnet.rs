@@ -182,19 +182,7 @@ impl PodGrid {
                     "link",
                 ],
             )?;
-            ns.run(
-                "ip",
-                &[
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    "169.254.1.1",
-                    "dev",
-                    "eth0",
-                    "onlink",
-                ],
-            )?;
+            default_via_gateway(&ns)?;
             self.node.run(
                 "sysctl",
                 &["-qw", &format!("net.ipv4.conf.{iface}.proxy_arp=1")],
@@ -328,6 +316,54 @@ impl PodGrid {
     pub fn pod(&self, id: &str) -> Option<&PodNet> {
         self.pods.iter().find(|p| p.id() == id)
     }
+}
+
+/// The pods' gateway: a link-local address every node answers for.
+pub const POD_GATEWAY_V4: &str = "169.254.1.1";
+
+/// A pod's IPv4 default route: via the gateway on eth0, `onlink` (no
+/// subnet route leads to it).
+fn default_via_gateway(pod: &Netns) -> Result<String> {
+    pod.run(
+        "ip",
+        &[
+            "route",
+            "add",
+            "default",
+            "via",
+            POD_GATEWAY_V4,
+            "dev",
+            "eth0",
+            "onlink",
+        ],
+    )
+}
+
+/// A pod namespace behind a veth `host_if` of `node`, wired as the CNI
+/// wires it but with the gateway address on the host side (so the pod's
+/// ARP for it is answered without proxy ARP) and `addr/32` routed to the
+/// veth; the node forwards.
+pub fn pod_behind_veth(node: &Netns, tag: &str, host_if: &str, addr: &str) -> Result<Netns> {
+    let p = Netns::new(tag)?;
+    node.run(
+        "ip",
+        &[
+            "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
+        ],
+    )?;
+    node.run("ip", &["link", "set", "eth0", "netns", p.name()])?;
+    let gw = format!("{POD_GATEWAY_V4}/32");
+    node.run("ip", &["addr", "add", &gw, "dev", host_if])?;
+    node.run("ip", &["link", "set", host_if, "up"])?;
+    node.run(
+        "ip",
+        &["route", "add", &format!("{addr}/32"), "dev", host_if],
+    )?;
+    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
+    p.run("ip", &["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
+    p.run("ip", &["link", "set", "eth0", "up"])?;
+    default_via_gateway(&p)?;
+    Ok(p)
 }
 
 /// Reachability of every (from, to, protocol, port), pods by index.

@@ -610,20 +610,11 @@ pub fn bird_tor(
     extra: &str,
     static4: &str,
 ) -> Result<String> {
-    render(
+    render_side(
         BIRD_TOR,
-        &[
-            ("ROUTER_ID", TOR_V4),
-            ("LOCAL_AS", &tor_as.to_string()),
-            ("PEER_AS", &node_as.to_string()),
-            ("LOCAL_V4", TOR_V4),
-            ("PEER_V4", NODE_V4),
-            ("LOCAL_V6", TOR_V6),
-            ("PEER_V6", NODE_V6),
-            ("HOLD", &hold.to_string()),
-            ("EXTRA", extra),
-            ("STATIC4", static4),
-        ],
+        Side::Tor,
+        (tor_as, node_as, hold),
+        &[("EXTRA", extra), ("STATIC4", static4)],
     )
 }
 
@@ -637,19 +628,13 @@ pub fn tortie_node(
     peer_extra: &str,
     originate: &str,
 ) -> Result<String> {
-    let keepalive = (hold / 3).max(1);
-    render(
+    let keepalive = (hold / 3).max(1).to_string();
+    render_side(
         TORTIE_NODE,
+        Side::Node,
+        (node_as, tor_as, hold),
         &[
-            ("ROUTER_ID", NODE_V4),
-            ("LOCAL_AS", &node_as.to_string()),
-            ("PEER_AS", &tor_as.to_string()),
-            ("LOCAL_V4", NODE_V4),
-            ("PEER_V4", TOR_V4),
-            ("LOCAL_V6", NODE_V6),
-            ("PEER_V6", TOR_V6),
-            ("HOLD", &hold.to_string()),
-            ("KEEPALIVE", &keepalive.to_string()),
+            ("KEEPALIVE", &keepalive),
             ("PEER_EXTRA", peer_extra),
             ("ORIGINATE", originate),
         ],
@@ -665,22 +650,51 @@ pub fn gobgp_tor(
     sections_extra: &str,
     afi_extra: &str,
 ) -> Result<String> {
-    render(
+    render_side(
         GOBGP_TOR,
+        Side::Tor,
+        (tor_as, node_as, hold),
         &[
-            ("ROUTER_ID", TOR_V4),
-            ("LOCAL_AS", &tor_as.to_string()),
-            ("PEER_AS", &node_as.to_string()),
-            ("LOCAL_V4", TOR_V4),
-            ("PEER_V4", NODE_V4),
-            ("LOCAL_V6", TOR_V6),
-            ("PEER_V6", NODE_V6),
-            ("HOLD", &hold.to_string()),
             ("NEIGHBOR_EXTRA", neighbor_extra),
             ("SECTIONS_EXTRA", sections_extra),
             ("AFI_EXTRA", afi_extra),
         ],
     )
+}
+
+/// Which end of [`tor_and_node`] a template configures.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Tor,
+    Node,
+}
+
+/// Renders `template` for one side: `ROUTER_ID`, `LOCAL_V4/V6` (this
+/// side's addresses), `PEER_V4/V6` (the other side's), `LOCAL_AS`,
+/// `PEER_AS` and `HOLD` from `(local_as, peer_as, hold)`, then `extra`.
+fn render_side(
+    template: &str,
+    side: Side,
+    (local_as, peer_as, hold): (u32, u32, u32),
+    extra: &[(&str, &str)],
+) -> Result<String> {
+    let ((local_v4, local_v6), (peer_v4, peer_v6)) = match side {
+        Side::Tor => ((TOR_V4, TOR_V6), (NODE_V4, NODE_V6)),
+        Side::Node => ((NODE_V4, NODE_V6), (TOR_V4, TOR_V6)),
+    };
+    let (local_as, peer_as, hold) = (local_as.to_string(), peer_as.to_string(), hold.to_string());
+    let mut vars = vec![
+        ("ROUTER_ID", local_v4),
+        ("LOCAL_AS", local_as.as_str()),
+        ("PEER_AS", peer_as.as_str()),
+        ("LOCAL_V4", local_v4),
+        ("PEER_V4", peer_v4),
+        ("LOCAL_V6", local_v6),
+        ("PEER_V6", peer_v6),
+        ("HOLD", hold.as_str()),
+    ];
+    vars.extend_from_slice(extra);
+    render(template, &vars)
 }
 
 /// Whether a RIB path came from `peer` (status may name it by address or

@@ -15,67 +15,20 @@
 //! server down the status says disconnected while the routes and the
 //! session stay; with it back the status says connected again.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
-use tortie_integration::bgp_util::{in_netns, link, log_tail, spawn_logged, WorkDir};
-use tortie_integration::bird::{Bird, FAST_TIMERS};
+use tortie_integration::agent_node::{self, peer_established, TestAgent, TorAndNode, TOR_IP};
+use tortie_integration::bgp_util::{in_netns, WorkDir};
 use tortie_integration::fake_apiserver::FakeApiServer;
-use tortie_integration::tortie_bgp::tortie_binary;
-use tortie_integration::{run_with_timeout, wait_for, Daemon, Netns};
+use tortie_integration::{wait_for, Netns};
 
-fn objects() -> &'static str {
-    r#"apiVersion: v1
-kind: Node
-metadata:
-  name: n1
-  labels: {rack: a}
-  annotations:
-    tortie.io/bgp-address: 192.0.2.11/24
-spec:
-  podCIDRs: [10.244.1.0/24]
-status:
-  addresses: [{type: InternalIP, address: 192.0.2.11}]
-  conditions: [{type: Ready, status: "True"}]
----
-apiVersion: tortie.io/v1alpha1
-kind: BGPConfiguration
-metadata: {name: default}
-spec:
-  asNumber: 64512
-  nodeToNodeMesh: true
----
-apiVersion: tortie.io/v1alpha1
-kind: BGPPeer
-metadata: {name: tor}
-spec:
-  peerIP: 192.0.2.1
-  asNumber: 65001
-  holdTime: 9
-  keepaliveTime: 3
----
-apiVersion: tortie.io/v1alpha1
-kind: IPPool
-metadata: {name: default}
-spec:
-  cidr: 10.244.0.0/16
-  encapsulation: None
-  natOutgoing: true
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: default}
-"#
-}
+/// The kubelet's own condition on the Node, which the agent's PATCH keeps.
+const KUBELET_READY: &str = "  conditions: [{type: Ready, status: \"True\"}]\n";
 
-fn bird_config() -> String {
-    format!(
-        "log stderr all;\nrouter id 192.0.2.1;\nprotocol device {{ }}\n\
-         protocol bgp n1 {{\n  local 192.0.2.1 as 65001;\n  neighbor 192.0.2.11 as 64512;\n  \
-         hold time 9; keepalive time 3;\n  {FAST_TIMERS}\n  ipv4 {{ import all; export none; }};\n}}\n"
-    )
+fn established(s: &Value) -> bool {
+    peer_established(s, TOR_IP)
 }
 
 /// The fake API server listening on 127.0.0.1 inside `ns`: the runtime is
@@ -117,148 +70,38 @@ impl Drop for ServerInNs {
     }
 }
 
-/// A running `tortie agent --datastore kubernetes`.
-struct Agent {
-    dir: WorkDir,
-    log: std::path::PathBuf,
-    daemon: Option<Daemon>,
-}
-
-impl Agent {
-    fn start(ns: &Netns, kubeconfig: &std::path::Path) -> Result<Self> {
-        let dir = WorkDir::new("agentk")?;
-        let log = dir.join("agent.log");
-        let bin = tortie_binary()?.display().to_string();
-        let run = dir.join("run").display().to_string();
-        let state = dir.join("state").display().to_string();
-        let kc = format!("KUBECONFIG={}", kubeconfig.display());
-        let daemon = spawn_logged(
-            ns,
-            "env",
-            &[
-                "-u",
-                "KUBERNETES_SERVICE_HOST",
-                "-u",
-                "HTTP_PROXY",
-                "-u",
-                "HTTPS_PROXY",
-                "-u",
-                "http_proxy",
-                "-u",
-                "https_proxy",
-                &kc,
-                "POD_NAMESPACE=tortie-system",
-                &bin,
-                "agent",
-                "--node-name",
-                "n1",
-                "--datastore",
-                "kubernetes",
-                "--run-dir",
-                &run,
-                "--state-dir",
-                &state,
-                "--metrics-addr",
-                "127.0.0.1:9098",
-            ],
-            &log,
-        )?;
-        let mut a = Agent {
-            dir,
-            log,
-            daemon: Some(daemon),
-        };
-        let up = wait_for("agent.sock answers", Duration::from_secs(20), || {
-            if !a.daemon.as_mut().is_some_and(Daemon::is_running) {
-                return Some(Err(anyhow!("tortie agent exited")));
-            }
-            a.status().ok().map(|_| Ok(()))
-        });
-        match up {
-            Ok(Ok(())) => Ok(a),
-            Ok(Err(e)) | Err(e) => Err(e.context(format!(
-                "tortie agent did not start:\n{}",
-                log_tail(&a.log, 40)
-            ))),
-        }
-    }
-
-    fn log(&self) -> String {
-        log_tail(&self.log, 60)
-    }
-
-    /// `tortie status -o json --run-dir RUN`.
-    fn status(&self) -> Result<Value> {
-        let out = run_with_timeout(
-            Command::new(tortie_binary()?).args([
-                "status",
-                "-o",
-                "json",
-                "--run-dir",
-                &self.dir.join("run").display().to_string(),
-            ]),
-            Duration::from_secs(10),
-        )?;
-        Ok(serde_json::from_slice(&out.stdout)?)
-    }
-
-    fn wait_status(
-        &self,
-        what: &str,
-        timeout: Duration,
-        cond: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
-        let mut last = Value::Null;
-        wait_for(what, timeout, || {
-            let s = self.status().ok()?;
-            last = s.clone();
-            cond(&s).then_some(s)
-        })
-        .with_context(|| format!("last status: {last:#}\nlog:\n{}", self.log()))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
-    }
-}
-
-fn established(s: &Value) -> bool {
-    s["peers"].as_array().is_some_and(|p| {
-        p.iter()
-            .any(|p| p["address"] == "192.0.2.1" && p["state"] == "Established")
-    })
-}
-
 #[test]
 fn one_node_agent_against_the_kubernetes_api() -> Result<()> {
     let test = "agent_kube::one_node_agent_against_the_kubernetes_api";
-    if !tortie_integration::require_netns(test, &["bird", "birdc", "iptables", "ipset"]) {
-        return Ok(());
-    }
-    if let Err(e) = tortie_binary() {
-        if tortie_integration::in_ci() {
-            return Err(e);
-        }
-        eprintln!("skipped: {test}: {e:#}");
+    if !agent_node::require(test, false)? {
         return Ok(());
     }
     let t0 = Instant::now();
-    let tor = Netns::new("akt")?;
-    let node = Netns::new("akn")?;
-    link(&tor, "tor0", 1, &node, "node0", 11)?;
-    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-    let bird = Bird::start(&tor, &bird_config())?;
+    let topo = TorAndNode::up("ak")?;
+    let (bird, node) = (&topo.bird, &topo.node);
 
-    let server = ServerInNs::start(&node)?;
+    let server = ServerInNs::start(node)?;
     let api = server.get();
-    api.apply_yaml(objects())?;
+    api.apply_yaml(&agent_node::cluster_yaml(KUBELET_READY))?;
     let kdir = WorkDir::new("agentkc")?;
     let kubeconfig = api.write_kubeconfig(kdir.path())?;
-    let agent = Agent::start(&node, &kubeconfig)?;
+    let kc = format!("KUBECONFIG={}", kubeconfig.display());
+    // No proxy and no in-cluster service: the kubeconfig's server only.
+    let env = [
+        "-u",
+        "KUBERNETES_SERVICE_HOST",
+        "-u",
+        "HTTP_PROXY",
+        "-u",
+        "HTTPS_PROXY",
+        "-u",
+        "http_proxy",
+        "-u",
+        "https_proxy",
+        &kc,
+        "POD_NAMESPACE=tortie-system",
+    ];
+    let agent = TestAgent::start(node, "agentk", "kubernetes", "127.0.0.1:9098", &env)?;
 
     // The session to the served BGPPeer, and the pod CIDR at BIRD.
     let st = agent.wait_status(

@@ -18,65 +18,20 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use tortie_integration::bgp_util::{in_netns, link, log_tail, spawn_logged, WorkDir};
-use tortie_integration::bird::{Bird, FAST_TIMERS};
-use tortie_integration::tortie_bgp::tortie_binary;
-use tortie_integration::{kill_pid, run_with_timeout, wait_for, Daemon, Netns};
+use tortie_integration::agent_node::{self, peer_established, TestAgent, TorAndNode, TOR_IP};
+use tortie_integration::bgp_util::{in_netns, WorkDir};
+use tortie_integration::{kill_pid, wait_for, Netns};
 
 const METRICS_PORT: u16 = 9099;
 
 /// `tortie-cni` beside `tortie` (built when missing, as the cluster tests do).
 fn cni_binary() -> Result<PathBuf> {
     Ok(tortie_integration::cluster::binaries()?.cni)
-}
-
-fn manifests() -> String {
-    r#"apiVersion: v1
-kind: Node
-metadata:
-  name: n1
-  labels: {rack: a}
-  annotations:
-    tortie.io/bgp-address: 192.0.2.11/24
-spec:
-  podCIDRs: [10.244.1.0/24]
-status:
-  addresses: [{type: InternalIP, address: 192.0.2.11}]
----
-apiVersion: tortie.io/v1alpha1
-kind: BGPConfiguration
-metadata: {name: default}
-spec:
-  asNumber: 64512
-  nodeToNodeMesh: true
----
-apiVersion: tortie.io/v1alpha1
-kind: BGPPeer
-metadata: {name: tor}
-spec:
-  peerIP: 192.0.2.1
-  asNumber: 65001
-  holdTime: 9
-  keepaliveTime: 3
----
-apiVersion: tortie.io/v1alpha1
-kind: IPPool
-metadata: {name: default}
-spec:
-  cidr: 10.244.0.0/16
-  encapsulation: None
-  natOutgoing: true
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: default}
-"#
-    .to_string()
 }
 
 fn pod_and_policy() -> &'static str {
@@ -100,137 +55,6 @@ spec:
     - from: [{ipBlock: {cidr: 192.0.2.0/24}}]
       ports: [{port: 80, protocol: TCP}]
 "#
-}
-
-fn bird_config() -> String {
-    format!(
-        "log stderr all;\nrouter id 192.0.2.1;\nprotocol device {{ }}\n\
-         protocol bgp n1 {{\n  local 192.0.2.1 as 65001;\n  neighbor 192.0.2.11 as 64512;\n  \
-         hold time 9; keepalive time 3;\n  {FAST_TIMERS}\n  ipv4 {{ import all; export none; }};\n}}\n"
-    )
-}
-
-/// A running `tortie agent`.
-struct Agent {
-    dir: WorkDir,
-    log: PathBuf,
-    manifests: PathBuf,
-    daemon: Option<Daemon>,
-}
-
-impl Agent {
-    fn start(ns: &Netns, manifests: &Path) -> Result<Self> {
-        let dir = WorkDir::new("agent")?;
-        let mut a = Agent {
-            log: dir.join("agent.log"),
-            dir,
-            manifests: manifests.to_path_buf(),
-            daemon: None,
-        };
-        a.launch(ns)?;
-        Ok(a)
-    }
-
-    /// Starts the agent with this work dir (again, after a stop: same
-    /// state and run dirs).
-    fn launch(&mut self, ns: &Netns) -> Result<()> {
-        let bin = tortie_binary()?.display().to_string();
-        let run = self.dir.join("run").display().to_string();
-        let state = self.dir.join("state").display().to_string();
-        let metrics = format!("127.0.0.1:{METRICS_PORT}");
-        let ds = format!("file:{}", self.manifests.display());
-        let daemon = spawn_logged(
-            ns,
-            &bin,
-            &[
-                "agent",
-                "--node-name",
-                "n1",
-                "--datastore",
-                &ds,
-                "--run-dir",
-                &run,
-                "--state-dir",
-                &state,
-                "--metrics-addr",
-                &metrics,
-            ],
-            &self.log,
-        )?;
-        self.daemon = Some(daemon);
-        let up = wait_for("agent.sock answers", Duration::from_secs(20), || {
-            if !self.daemon.as_mut().is_some_and(Daemon::is_running) {
-                return Some(Err(anyhow!("tortie agent exited")));
-            }
-            self.status().ok().map(|_| Ok(()))
-        });
-        match up {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) | Err(e) => Err(e.context(format!(
-                "tortie agent did not start:\n{}",
-                log_tail(&self.log, 40)
-            ))),
-        }
-    }
-
-    /// SIGTERM, and wait until the process is gone.
-    fn terminate(&mut self) -> Result<()> {
-        let mut d = self
-            .daemon
-            .take()
-            .ok_or_else(|| anyhow!("no agent running"))?;
-        kill_pid(d.pid(), libc::SIGTERM);
-        wait_for("agent exits", Duration::from_secs(10), || {
-            (!d.is_running()).then_some(())
-        })
-        .with_context(|| self.log())
-    }
-
-    fn run_dir(&self) -> PathBuf {
-        self.dir.join("run")
-    }
-
-    fn log(&self) -> String {
-        log_tail(&self.log, 60)
-    }
-
-    /// `tortie status -o json --run-dir RUN`.
-    fn status(&self) -> Result<Value> {
-        let out = run_with_timeout(
-            Command::new(tortie_binary()?).args([
-                "status",
-                "-o",
-                "json",
-                "--run-dir",
-                &self.run_dir().display().to_string(),
-            ]),
-            Duration::from_secs(10),
-        )?;
-        Ok(serde_json::from_slice(&out.stdout)?)
-    }
-
-    fn wait_status(
-        &self,
-        what: &str,
-        timeout: Duration,
-        cond: impl Fn(&Value) -> bool,
-    ) -> Result<Value> {
-        let mut last = Value::Null;
-        wait_for(what, timeout, || {
-            let s = self.status().ok()?;
-            last = s.clone();
-            cond(&s).then_some(s)
-        })
-        .with_context(|| format!("last status: {last:#}\nlog:\n{}", self.log()))
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            d.stop();
-        }
-    }
 }
 
 /// `GET PATH` on the agent's metrics address inside `ns`.
@@ -312,34 +136,22 @@ fn cni(node: &Netns, command: &str, pod_ns: &Netns, sock: &Path) -> Result<(bool
 
 #[test]
 fn one_node_agent_against_bird() -> Result<()> {
-    let test = "agent_single::one_node_agent_against_bird";
-    if !tortie_integration::require_netns(test, &["bird", "birdc", "iptables", "ipset"]) {
-        return Ok(());
-    }
-    if let Err(e) = cni_binary().and_then(|_| tortie_binary()) {
-        if tortie_integration::in_ci() {
-            return Err(e);
-        }
-        eprintln!("skipped: {test}: {e:#}");
+    if !agent_node::require("agent_single::one_node_agent_against_bird", true)? {
         return Ok(());
     }
     let t0 = Instant::now();
-    let tor = Netns::new("ast")?;
-    let node = Netns::new("asn")?;
-    link(&tor, "tor0", 1, &node, "node0", 11)?;
-    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-    let bird = Bird::start(&tor, &bird_config())?;
+    let topo = TorAndNode::up("as")?;
+    let (bird, node) = (&topo.bird, &topo.node);
 
     let mdir = WorkDir::new("agentmf")?;
-    std::fs::write(mdir.join("cluster.yaml"), manifests())?;
-    let agent = Agent::start(&node, mdir.path())?;
+    std::fs::write(mdir.join("cluster.yaml"), agent_node::cluster_yaml(""))?;
+    let datastore = format!("file:{}", mdir.path().display());
+    let metrics = format!("127.0.0.1:{METRICS_PORT}");
+    let agent = TestAgent::start(node, "agent", &datastore, &metrics, &[])?;
 
     // The session to the BGPPeer, and the pod CIDR at BIRD.
     let st = agent.wait_status("peer 192.0.2.1 Established", Duration::from_secs(30), |s| {
-        s["peers"].as_array().is_some_and(|p| {
-            p.iter()
-                .any(|p| p["address"] == "192.0.2.1" && p["state"] == "Established")
-        })
+        peer_established(s, TOR_IP)
     })?;
     eprintln!("session up {:?} after start", t0.elapsed());
     bird.wait_established("n1", Duration::from_secs(10))?;
@@ -460,7 +272,7 @@ fn one_node_agent_against_bird() -> Result<()> {
     let sock = agent.run_dir().join("agent.sock");
     let t_add = Instant::now();
     let (ok, result) = wait_for("CNI ADD succeeds", Duration::from_secs(15), || {
-        match cni(&node, "ADD", &pod, &sock) {
+        match cni(node, "ADD", &pod, &sock) {
             Ok((true, v)) => Some(Ok(v)),
             Ok((false, v)) if v.to_string().contains("not known") => None, // the Pod not seen yet
             Ok((false, v)) => Some(Err(anyhow!("CNI ADD failed: {v}"))),
@@ -526,7 +338,7 @@ fn one_node_agent_against_bird() -> Result<()> {
     assert!(filter.contains("TORT-TW-"), "policy gone after SIGTERM");
     assert!(agent.log().contains("SIGTERM"), "{}", agent.log());
     assert!(
-        agent.dir.join("state").join("bgp-restart").exists(),
+        agent.dir().join("state").join("bgp-restart").exists(),
         "graceful-restart marker removed"
     );
 
@@ -534,16 +346,11 @@ fn one_node_agent_against_bird() -> Result<()> {
     // the FIB has synced (ready) the pod's host route is still there: the
     // agent took the wired pod over from IPAM and the host's veths.
     let t_restart = Instant::now();
-    agent.launch(&node)?;
+    agent.launch(node)?;
     agent.wait_status(
         "peer Established after restart",
         Duration::from_secs(30),
-        |s| {
-            s["peers"].as_array().is_some_and(|p| {
-                p.iter()
-                    .any(|p| p["address"] == "192.0.2.1" && p["state"] == "Established")
-            })
-        },
+        |s| peer_established(s, TOR_IP),
     )?;
     wait_for("/readyz 200 after restart", Duration::from_secs(30), || {
         http_get(node.name(), "/readyz")
@@ -568,9 +375,9 @@ fn one_node_agent_against_bird() -> Result<()> {
     );
 
     // DEL is idempotent; the host route goes.
-    let (ok, v) = cni(&node, "DEL", &pod, &sock)?;
+    let (ok, v) = cni(node, "DEL", &pod, &sock)?;
     assert!(ok, "DEL: {v}");
-    let (ok, v) = cni(&node, "DEL", &pod, &sock)?;
+    let (ok, v) = cni(node, "DEL", &pod, &sock)?;
     assert!(ok, "second DEL: {v}");
     wait_for("host route gone after DEL", Duration::from_secs(10), || {
         node.run("ip", &["route", "show", &format!("{ip}/32")])

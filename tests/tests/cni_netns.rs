@@ -68,6 +68,20 @@ impl Node {
         )))
     }
 
+    /// `server` handling `cmd` for pod default/POD (container `cid`,
+    /// sandbox `netns`) as the plugin would forward it.
+    fn call(
+        &self,
+        server: &CniServer,
+        cmd: Command,
+        cid: &str,
+        netns: &str,
+        pod: &str,
+    ) -> CniReply {
+        self.rt
+            .block_on(server.handle(request(cmd, cid, netns, "default", pod)))
+    }
+
     fn host_links(&self) -> Result<String> {
         self.host.run("ip", &["-o", "link", "show"])
     }
@@ -104,21 +118,9 @@ fn add_ping_check_del() -> Result<()> {
     node.ctx.add_pod("default", "b", None);
 
     let t = Instant::now();
-    let ra = ok(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "ca",
-        &netns_path(&pa),
-        "default",
-        "a",
-    ))))?;
+    let ra = ok(node.call(&server, Command::Add, "ca", &netns_path(&pa), "a"))?;
     let add_ms = t.elapsed().as_secs_f64() * 1000.0;
-    let rb = ok(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "cb",
-        &netns_path(&pb),
-        "default",
-        "b",
-    ))))?;
+    let rb = ok(node.call(&server, Command::Add, "cb", &netns_path(&pb), "b"))?;
     eprintln!("ADD latency (first pod, in-process): {add_ms:.1} ms");
     let a = ips(&ra);
     let b = ips(&rb);
@@ -187,50 +189,28 @@ fn add_ping_check_del() -> Result<()> {
     assert!(msg.contains("lacks address 10.244.1.1"), "{msg}");
 
     // A retried ADD gets the same addresses and repairs the wiring.
-    let again = ok(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "ca",
-        &netns_path(&pa),
-        "default",
-        "a",
-    ))))?;
+    let again = ok(node.call(&server, Command::Add, "ca", &netns_path(&pa), "a"))?;
     assert_eq!(ips(&again), a);
     ok(node.rt.block_on(server.handle(check)))?;
     ping(&pa, "192.0.2.1".parse()?)?;
 
     // DEL, twice: idempotent. The veth goes, the pod is reported gone.
     for _ in 0..2 {
-        ok(node.rt.block_on(server.handle(request(
-            Command::Del,
-            "ca",
-            &netns_path(&pa),
-            "default",
-            "a",
-        ))))?;
+        ok(node.call(&server, Command::Del, "ca", &netns_path(&pa), "a"))?;
     }
     assert!(!node.host_links()?.contains(&host_if));
     assert!(node.ctx.gone().contains(&("default".into(), "a".into())));
     assert!(!server
         .assigned()
         .contains_key(&("default".into(), "a".into())));
-    let (c, _) = err_code(node.rt.block_on(server.handle(request(
-        Command::Check,
-        "ca",
-        &netns_path(&pa),
-        "default",
-        "a",
-    ))))?;
+    let (c, _) = err_code(node.call(&server, Command::Check, "ca", &netns_path(&pa), "a"))?;
     assert_eq!(c, code::UNKNOWN_CONTAINER);
 
     // DEL after the sandbox's namespace is gone, and with no CNI_NETNS.
     let pb_path = netns_path(&pb);
     drop(pb);
-    ok(node
-        .rt
-        .block_on(server.handle(request(Command::Del, "cb", &pb_path, "default", "b"))))?;
-    ok(node
-        .rt
-        .block_on(server.handle(request(Command::Del, "cb", "", "default", "b"))))?;
+    ok(node.call(&server, Command::Del, "cb", &pb_path, "b"))?;
+    ok(node.call(&server, Command::Del, "cb", "", "b"))?;
     assert!(server.assigned().is_empty());
     Ok(())
 }
@@ -336,13 +316,7 @@ fn failures_leave_nothing_behind() -> Result<()> {
     let path = netns_path(&p);
 
     // Unknown pod: try again later, nothing allocated.
-    let (c, msg) = err_code(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "c1",
-        &path,
-        "default",
-        "ghost",
-    ))))?;
+    let (c, msg) = err_code(node.call(&server, Command::Add, "c1", &path, "ghost"))?;
     assert_eq!(c, code::TRY_AGAIN_LATER, "{msg}");
     assert!(msg.contains("default/ghost is not known"), "{msg}");
     assert!(server.assigned().is_empty());
@@ -350,13 +324,7 @@ fn failures_leave_nothing_behind() -> Result<()> {
     // Policy programming fails: the ADD is undone.
     node.ctx.add_pod("default", "a", None);
     node.ctx.fail_ready.store(true, Ordering::SeqCst);
-    let (c, msg) = err_code(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "c1",
-        &path,
-        "default",
-        "a",
-    ))))?;
+    let (c, msg) = err_code(node.call(&server, Command::Add, "c1", &path, "a"))?;
     assert_eq!(c, code::PROGRAMMING, "{msg}");
     assert!(msg.contains("policy programming refused"), "{msg}");
     assert!(server.assigned().is_empty());
@@ -366,26 +334,20 @@ fn failures_leave_nothing_behind() -> Result<()> {
     node.ctx.fail_ready.store(false, Ordering::SeqCst);
 
     // The sandbox namespace does not exist: a dataplane error, released.
-    let (c, msg) = err_code(node.rt.block_on(server.handle(request(
+    let (c, msg) = err_code(node.call(
+        &server,
         Command::Add,
         "c1",
         "/var/run/netns/tortie-no-such-ns",
-        "default",
         "a",
-    ))))?;
+    ))?;
     assert_eq!(c, code::DATAPLANE, "{msg}");
     assert!(server.assigned().is_empty());
 
     // Requested addresses: free and inside, else a clear error.
     node.ctx
         .add_pod("default", "fixed", Some(r#"["10.244.1.2"]"#));
-    let r = ok(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "c2",
-        &path,
-        "default",
-        "fixed",
-    ))))?;
+    let r = ok(node.call(&server, Command::Add, "c2", &path, "fixed"))?;
     assert_eq!(ips(&r), vec!["10.244.1.2".parse::<IpAddr>()?]);
     node.ctx
         .add_pod("default", "copy", Some(r#"["10.244.1.2"]"#));
@@ -397,13 +359,13 @@ fn failures_leave_nothing_behind() -> Result<()> {
         ("far", "not inside the node's pod CIDRs (10.244.1.0/30)"),
         ("junk", "is not a JSON list"),
     ] {
-        let (c, msg) = err_code(node.rt.block_on(server.handle(request(
+        let (c, msg) = err_code(node.call(
+            &server,
             Command::Add,
             &format!("c-{pod}"),
             &netns_path(&q),
-            "default",
             pod,
-        ))))?;
+        ))?;
         assert_eq!(c, code::IPAM_REQUEST, "{msg}");
         assert!(msg.contains(want), "{msg} lacks {want}");
     }
@@ -411,21 +373,9 @@ fn failures_leave_nothing_behind() -> Result<()> {
     // /30 has two usable addresses: .2 is taken, .1 goes next, then full.
     node.ctx.add_pod("default", "b", None);
     node.ctx.add_pod("default", "c", None);
-    ok(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "c3",
-        &netns_path(&q),
-        "default",
-        "b",
-    ))))?;
+    ok(node.call(&server, Command::Add, "c3", &netns_path(&q), "b"))?;
     let z = Netns::new("pz")?;
-    let (c, msg) = err_code(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "c4",
-        &netns_path(&z),
-        "default",
-        "c",
-    ))))?;
+    let (c, msg) = err_code(node.call(&server, Command::Add, "c4", &netns_path(&z), "c"))?;
     assert_eq!(c, code::IPAM_EXHAUSTED, "{msg}");
     assert!(msg.contains("10.244.1.0/30 are exhausted"), "{msg}");
 
@@ -452,13 +402,7 @@ fn corrupt_state_refuses_adds_until_repaired() -> Result<()> {
     assert!(server.ipam_error().is_some());
     node.ctx.add_pod("default", "a", None);
     let p = Netns::new("pc")?;
-    let (c, msg) = err_code(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "c1",
-        &netns_path(&p),
-        "default",
-        "a",
-    ))))?;
+    let (c, msg) = err_code(node.call(&server, Command::Add, "c1", &netns_path(&p), "a"))?;
     assert_eq!(c, code::IPAM_STATE, "{msg}");
     assert!(msg.contains("a copy is kept at"), "{msg}");
     assert!(!p.run("ip", &["-o", "link", "show"])?.contains("eth0"));
@@ -467,13 +411,7 @@ fn corrupt_state_refuses_adds_until_repaired() -> Result<()> {
         node.state.path().join("ipam.json"),
         br#"{"version":1,"allocations":[]}"#,
     )?;
-    let r = ok(node.rt.block_on(server.handle(request(
-        Command::Add,
-        "c1",
-        &netns_path(&p),
-        "default",
-        "a",
-    ))))?;
+    let r = ok(node.call(&server, Command::Add, "c1", &netns_path(&p), "a"))?;
     assert_eq!(ips(&r).len(), 2);
     assert!(server.ipam_error().is_none());
     Ok(())

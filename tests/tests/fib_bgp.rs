@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tortie_integration::bird::Bird;
-use tortie_integration::tortie_bgp::{self, Tortie};
+use tortie_integration::podnet::pod_behind_veth;
+use tortie_integration::tortie_bgp::{self, Tortie, TortieStatus};
 use tortie_integration::{veth, wait_for, Netns};
 
 const RESYNC: u64 = 1;
@@ -33,47 +34,53 @@ fn node_config(router_id: &str, peer: &str, originate: &[&str]) -> String {
     let peers = format!(
         "  - peerIP: {peer}\n    asNumber: 64512\n    gracefulRestart: {{enabled: true, restartTime: 120}}\n"
     );
-    format!(
-        "{}fib:\n  enabled: true\n  resyncSeconds: {RESYNC}\n",
-        tortie_bgp::config(64512, router_id, &originate, &peers)
-    )
+    with_fib(tortie_bgp::config(64512, router_id, &originate, &peers))
 }
 
-/// A pod namespace behind a veth, wired as the CNI wires it.
-fn pod(node: &Netns, tag: &str, host_if: &str, addr: &str) -> Result<Netns> {
-    let p = Netns::new(tag)?;
-    node.run(
-        "ip",
-        &[
-            "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
-        ],
+/// `config` with the FIB on and a short resync period.
+fn with_fib(config: String) -> String {
+    format!("{config}fib:\n  enabled: true\n  resyncSeconds: {RESYNC}\n")
+}
+
+/// Node 1's two neighbours in [`three_nodes`].
+const N1_NEIGHBOURS: [&str; 2] = ["192.0.2.12", "198.51.100.13"];
+
+/// Node 1 in the middle, one link to each other node:
+/// `TAG2 192.0.2.12 ─ 192.0.2.11 TAG1 198.51.100.11 ─ 198.51.100.13 TAG3`.
+fn three_nodes(tag: &str) -> Result<(Netns, Netns, Netns)> {
+    let n1 = Netns::new(&format!("{tag}1"))?;
+    let n2 = Netns::new(&format!("{tag}2"))?;
+    let n3 = Netns::new(&format!("{tag}3"))?;
+    veth(&n1, "to2", "192.0.2.11/24", &n2, "to1", "192.0.2.12/24")?;
+    veth(
+        &n1,
+        "to3",
+        "198.51.100.11/24",
+        &n3,
+        "to1",
+        "198.51.100.13/24",
     )?;
-    node.run("ip", &["link", "set", "eth0", "netns", p.name()])?;
-    // The gateway address lives on the host side so the pod's ARP for it
-    // is answered without proxy-ARP tricks.
-    node.run("ip", &["addr", "add", "169.254.1.1/32", "dev", host_if])?;
-    node.run("ip", &["link", "set", host_if, "up"])?;
-    node.run(
-        "ip",
-        &["route", "add", &format!("{addr}/32"), "dev", host_if],
-    )?;
-    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-    p.run("ip", &["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
-    p.run("ip", &["link", "set", "eth0", "up"])?;
-    p.run(
-        "ip",
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "onlink",
-        ],
-    )?;
-    Ok(p)
+    Ok((n1, n2, n3))
+}
+
+/// Waits until `ns` has no protocol 52 route for `prefix`.
+fn wait_route_gone(ns: &Netns, prefix: &str, what: &str) -> Result<()> {
+    wait_for(what, Duration::from_secs(20), || {
+        kernel_route(ns, prefix)
+            .ok()
+            .filter(String::is_empty)
+            .map(|_| ())
+    })
+}
+
+/// Waits until the speaker's status says `routes.KEY == want`.
+fn wait_routes_count(s: &Tortie, key: &str, want: u64, timeout: Duration) -> Result<TortieStatus> {
+    wait_for(&format!("status routes.{key} == {want}"), timeout, || {
+        s.status_summary()
+            .ok()
+            .filter(|st| st.raw["routes"][key].as_u64() == Some(want))
+    })
+    .with_context(|| format!("{:?}\n{}", s.status_summary().map(|st| st.raw), s.log()))
 }
 
 fn kernel_route(ns: &Netns, prefix: &str) -> Result<String> {
@@ -100,8 +107,8 @@ fn two_nodes_install_each_others_pod_routes() -> Result<()> {
     let n1 = Netns::new("fbn1")?;
     let n2 = Netns::new("fbn2")?;
     veth(&n1, "to2", "192.0.2.11/24", &n2, "to1", "192.0.2.12/24")?;
-    let p1 = pod(&n1, "fbp1", "cali1", "10.244.1.10")?;
-    let p2 = pod(&n2, "fbp2", "cali2", "10.244.2.10")?;
+    let p1 = pod_behind_veth(&n1, "fbp1", "cali1", "10.244.1.10")?;
+    let p2 = pod_behind_veth(&n2, "fbp2", "cali2", "10.244.2.10")?;
     let c1 = node_config("192.0.2.11", "192.0.2.12", &["10.244.1.0/24"]);
     let c2 = node_config("192.0.2.12", "192.0.2.11", &["10.244.2.0/24"]);
     let mut s1 = Tortie::start(&n1, &c1)?;
@@ -240,20 +247,12 @@ fn two_nodes_install_each_others_pod_routes() -> Result<()> {
 
     // Withdrawal: node 2 stops originating; node 1's kernel loses it.
     s2.reload(&node_config("192.0.2.12", "192.0.2.11", &[]))?;
-    wait_for(
+    wait_route_gone(
+        &n1,
+        "10.244.2.0/24",
         "10.244.2.0/24 withdrawn from node 1's kernel",
-        Duration::from_secs(20),
-        || {
-            kernel_route(&n1, "10.244.2.0/24")
-                .ok()
-                .filter(String::is_empty)
-        },
     )?;
-    wait_for("node 2 blackhole removed", Duration::from_secs(20), || {
-        kernel_route(&n2, "10.244.2.0/24")
-            .ok()
-            .filter(String::is_empty)
-    })?;
+    wait_route_gone(&n2, "10.244.2.0/24", "node 2 blackhole removed")?;
     drop(p1);
     drop(p2);
     eprintln!("fib_bgp total {:?}", t0.elapsed());
@@ -275,28 +274,14 @@ fn equal_paths_make_one_multipath_route() -> Result<()> {
         return Ok(());
     }
     let t0 = Instant::now();
-    let n1 = Netns::new("fen1")?;
-    let n2 = Netns::new("fen2")?;
-    let n3 = Netns::new("fen3")?;
-    veth(&n1, "to2", "192.0.2.11/24", &n2, "to1", "192.0.2.12/24")?;
-    veth(
-        &n1,
-        "to3",
-        "198.51.100.11/24",
-        &n3,
-        "to1",
-        "198.51.100.13/24",
-    )?;
+    let (n1, n2, n3) = three_nodes("fen")?;
     let peer = |ip: &str| format!("  - peerIP: {ip}\n    asNumber: 64512\n    families: [IPv4]\n");
-    let c1 = format!(
-        "{}fib:\n  enabled: true\n  resyncSeconds: {RESYNC}\n",
-        tortie_bgp::config(
-            64512,
-            "192.0.2.11",
-            "",
-            &format!("{}{}", peer("192.0.2.12"), peer("198.51.100.13"))
-        )
-    );
+    let c1 = with_fib(tortie_bgp::config(
+        64512,
+        "192.0.2.11",
+        "",
+        &N1_NEIGHBOURS.map(peer).concat(),
+    ));
     let s1 = Tortie::start(&n1, &c1)?;
     let _s2 = Tortie::start(
         &n2,
@@ -357,10 +342,7 @@ fn ebgp_routes_from_a_bird_tor_are_installed() -> Result<()> {
     let t0 = Instant::now();
     let (tor, node) = tortie_bgp::tor_and_node("feb")?;
     let _bird = Bird::start(&tor, &tortie_bgp::bird_tor(TOR_AS, NODE_AS, 6, "", "")?)?;
-    let conf = format!(
-        "{}fib:\n  enabled: true\n  resyncSeconds: {RESYNC}\n",
-        tortie_bgp::tortie_node(NODE_AS, TOR_AS, 6, "", "")?
-    );
+    let conf = with_fib(tortie_bgp::tortie_node(NODE_AS, TOR_AS, 6, "", "")?);
     // A leftover of an earlier run (protocol 52) and someone else's route.
     node.run(
         "ip",
@@ -414,28 +396,15 @@ fn ebgp_routes_from_a_bird_tor_are_installed() -> Result<()> {
     );
     // 10.245.1.0/24, 10.245.2.0/24, fd00:245:1::/64 and the two blackholes
     // (the leftover counts until the speaker has synced).
-    let st = wait_for(
-        "status routes.installed == 5",
-        Duration::from_secs(10),
-        || {
-            s.status_summary()
-                .ok()
-                .filter(|st| st.raw["routes"]["installed"].as_u64() == Some(5))
-        },
-    )
-    .with_context(|| format!("{:?}", s.status_summary().map(|st| st.raw)))?;
+    let st = wait_routes_count(&s, "installed", 5, Duration::from_secs(10))?;
     assert_eq!(st.raw["routes"]["failed"].as_u64(), Some(0), "{}", st.raw);
     // Not a graceful restart (no gracefulRestart in this config): once
     // the session is up the leftover is removed; the static route stays.
     let t = Instant::now();
-    wait_for(
+    wait_route_gone(
+        &node,
+        "10.245.99.0/24",
         "the leftover proto 52 route removed",
-        Duration::from_secs(15),
-        || {
-            kernel_route(&node, "10.245.99.0/24")
-                .ok()
-                .filter(String::is_empty)
-        },
     )
     .with_context(|| s.log())?;
     eprintln!(
@@ -470,18 +439,7 @@ fn unreachable_next_hop_is_reported_and_retried() -> Result<()> {
         return Ok(());
     }
     let t0 = Instant::now();
-    let n1 = Netns::new("fun1")?;
-    let n2 = Netns::new("fun2")?;
-    let n3 = Netns::new("fun3")?;
-    veth(&n1, "to2", "192.0.2.11/24", &n2, "to1", "192.0.2.12/24")?;
-    veth(
-        &n1,
-        "to3",
-        "198.51.100.11/24",
-        &n3,
-        "to1",
-        "198.51.100.13/24",
-    )?;
+    let (n1, n2, n3) = three_nodes("fun")?;
     let client = |ip: &str| {
         format!(
             "  - peerIP: {ip}\n    asNumber: 64512\n    families: [IPv4]\n    routeReflectorClient: true\n"
@@ -489,12 +447,7 @@ fn unreachable_next_hop_is_reported_and_retried() -> Result<()> {
     };
     let rr = format!(
         "clusterId: 192.0.2.11\n{}",
-        tortie_bgp::config(
-            64512,
-            "192.0.2.11",
-            "",
-            &format!("{}{}", client("192.0.2.12"), client("198.51.100.13"))
-        )
+        tortie_bgp::config(64512, "192.0.2.11", "", &N1_NEIGHBOURS.map(client).concat())
     );
     let _s1 = Tortie::start(&n1, &rr)?;
     let s2 = Tortie::start(&n2, &node_config("192.0.2.12", "192.0.2.11", &[]))?;
@@ -502,16 +455,7 @@ fn unreachable_next_hop_is_reported_and_retried() -> Result<()> {
         &n3,
         &node_config("198.51.100.13", "198.51.100.11", &["10.244.3.0/24"]),
     )?;
-    let st = wait_for(
-        "routes.failed == 1 on node 2",
-        Duration::from_secs(30),
-        || {
-            s2.status_summary()
-                .ok()
-                .filter(|st| st.raw["routes"]["failed"].as_u64() == Some(1))
-        },
-    )
-    .with_context(|| s2.log())?;
+    let st = wait_routes_count(&s2, "failed", 1, Duration::from_secs(30))?;
     eprintln!(
         "node 2 status routes: {} ({:?})",
         st.raw["routes"],
@@ -537,15 +481,7 @@ fn unreachable_next_hop_is_reported_and_retried() -> Result<()> {
         "via 198.51.100.13",
         Duration::from_secs(40),
     )?;
-    wait_for(
-        "routes.failed == 0 on node 2",
-        Duration::from_secs(5),
-        || {
-            s2.status_summary()
-                .ok()
-                .filter(|st| st.raw["routes"]["failed"].as_u64() == Some(0))
-        },
-    )?;
+    wait_routes_count(&s2, "failed", 0, Duration::from_secs(5))?;
     eprintln!(
         "installed {:?} after the next hop became reachable; total {:?}",
         t.elapsed(),

@@ -39,47 +39,13 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use tortie_integration::bgp_util::{in_netns, log_tail, spawn_logged, WorkDir};
+use tortie_integration::podnet::pod_behind_veth;
 use tortie_integration::tortie_bgp::{self, tortie_binary, Tortie};
 use tortie_integration::{
     kernel_has_link_kind, kill_pid, run_with_timeout, wait_for, Daemon, Netns,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A pod namespace behind a veth, wired as the CNI wires it.
-fn pod(node: &Netns, tag: &str, host_if: &str, addr: &str) -> Result<Netns> {
-    let p = Netns::new(tag)?;
-    node.run(
-        "ip",
-        &[
-            "link", "add", host_if, "type", "veth", "peer", "name", "eth0",
-        ],
-    )?;
-    node.run("ip", &["link", "set", "eth0", "netns", p.name()])?;
-    node.run("ip", &["addr", "add", "169.254.1.1/32", "dev", host_if])?;
-    node.run("ip", &["link", "set", host_if, "up"])?;
-    node.run(
-        "ip",
-        &["route", "add", &format!("{addr}/32"), "dev", host_if],
-    )?;
-    node.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
-    p.run("ip", &["addr", "add", &format!("{addr}/32"), "dev", "eth0"])?;
-    p.run("ip", &["link", "set", "eth0", "up"])?;
-    p.run(
-        "ip",
-        &[
-            "route",
-            "add",
-            "default",
-            "via",
-            "169.254.1.1",
-            "dev",
-            "eth0",
-            "onlink",
-        ],
-    )?;
-    Ok(p)
-}
 
 struct Node {
     ns: Netns,
@@ -156,7 +122,7 @@ fn build(tag: &str, mode: &str) -> Result<Topo> {
     let mut nodes = Vec::new();
     for (i, (addr, cidr, pod_addr, _, _)) in NODES.iter().enumerate() {
         let ns = node_ns(tag, &router, i)?;
-        let pod = pod(
+        let pod = pod_behind_veth(
             &ns,
             &format!("{tag}p{}", i + 1),
             &format!("cali{}", i + 1),
@@ -545,7 +511,7 @@ fn route_mtu_sizes_the_tunnel_and_new_pods() -> Result<()> {
     n1.run("sysctl", &["-qw", "net.ipv4.ip_forward=1"])?;
 
     // Node 2: the standalone speaker with a pod behind a veth.
-    let p2 = pod(&n2, &format!("{tag}p2"), "cali2", "10.244.2.10")?;
+    let p2 = pod_behind_veth(&n2, &format!("{tag}p2"), "cali2", "10.244.2.10")?;
     let config = format!(
         "{}fib:\n  enabled: true\n  resyncSeconds: 2\n  underlay: 198.51.100.12/25\n  pools:\n    - {{cidr: 10.244.0.0/16, encapsulation: VXLAN}}\n",
         tortie_bgp::config(

@@ -253,9 +253,17 @@ pub fn stop(pid: u32, program: &str, grace: Duration) -> bool {
 
 /// Polls `cond` every 100 ms until it returns `Some`, or fails after
 /// `timeout` naming `what`.
-pub fn wait_for<T>(
+pub fn wait_for<T>(what: &str, timeout: Duration, cond: impl FnMut() -> Option<T>) -> Result<T> {
+    poll(what, timeout, Duration::from_millis(100), cond)
+}
+
+/// Polls `cond` every `every` until it returns `Some`, or fails after
+/// `timeout` naming `what`. `cond` runs at least once, also with a zero
+/// timeout.
+pub fn poll<T>(
     what: &str,
     timeout: Duration,
+    every: Duration,
     mut cond: impl FnMut() -> Option<T>,
 ) -> Result<T> {
     let deadline = Instant::now() + timeout;
@@ -266,7 +274,7 @@ pub fn wait_for<T>(
         if Instant::now() >= deadline {
             return Err(anyhow!("timed out after {timeout:?} waiting for {what}"));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
 }
 
