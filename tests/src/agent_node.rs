@@ -124,6 +124,24 @@ impl TorAndNode {
     }
 }
 
+impl TorAndNode {
+    /// Waits until BIRD's session to n1 is Established and BIRD has
+    /// learned n1's pod CIDR (10.244.1.0/24); fails with `agent`'s log.
+    pub fn wait_pod_cidr_at_tor(&self, agent: &TestAgent) -> Result<()> {
+        self.bird
+            .wait_established("n1", Duration::from_secs(10))
+            .with_context(|| agent.log())?;
+        wait_for("BIRD learns 10.244.1.0/24", Duration::from_secs(15), || {
+            self.bird
+                .routes_for("10.244.1.0/24")
+                .ok()
+                .filter(|r| !r.is_empty())
+        })
+        .with_context(|| agent.log())?;
+        Ok(())
+    }
+}
+
 /// Whether a `tortie status -o json` document has the session to `peer`
 /// Established.
 pub fn peer_established(status: &Value, peer: &str) -> bool {

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -229,9 +229,32 @@ impl PluginRun {
 /// timeout.
 pub fn run_plugin(env: &[(&str, &str)], stdin: &str, timeout: Duration) -> Result<PluginRun> {
     let bin = tortie_cni_binary()?;
-    let mut child = Command::new(&bin)
-        .env_clear()
-        .envs(env.iter().copied())
+    let mut cmd = Command::new(&bin);
+    cmd.env_clear().envs(env.iter().copied());
+    run_plugin_command(cmd, &bin, stdin, timeout)
+}
+
+/// Runs the plugin `bin` inside `node`'s namespace, as the runtime on that
+/// node does (the test's environment plus `env`), with a timeout.
+pub fn run_plugin_in(
+    bin: &Path,
+    node: &Netns,
+    env: &[(&str, &str)],
+    stdin: &str,
+    timeout: Duration,
+) -> Result<PluginRun> {
+    let mut cmd = node.command(&bin.display().to_string());
+    cmd.envs(env.iter().copied());
+    run_plugin_command(cmd, bin, stdin, timeout)
+}
+
+fn run_plugin_command(
+    mut cmd: Command,
+    bin: &Path,
+    stdin: &str,
+    timeout: Duration,
+) -> Result<PluginRun> {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -112,13 +112,7 @@ fn one_node_agent_against_the_kubernetes_api() -> Result<()> {
     eprintln!("session up {:?} after start", t0.elapsed());
     assert_eq!(st["node"], "n1");
     assert_eq!(st["asn"], 64512);
-    bird.wait_established("n1", Duration::from_secs(10))?;
-    wait_for("BIRD learns 10.244.1.0/24", Duration::from_secs(15), || {
-        bird.routes_for("10.244.1.0/24")
-            .ok()
-            .filter(|r| !r.is_empty())
-    })
-    .with_context(|| agent.log())?;
+    topo.wait_pod_cidr_at_tor(&agent)?;
     agent.wait_status("datastore connected", Duration::from_secs(15), |s| {
         s["datastore"]["connected"] == true
     })?;

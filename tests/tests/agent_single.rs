@@ -18,14 +18,14 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 use tortie_integration::agent_node::{self, peer_established, TestAgent, TorAndNode, TOR_IP};
 use tortie_integration::bgp_util::{in_netns, WorkDir};
-use tortie_integration::{kill_pid, wait_for, Netns};
+use tortie_integration::cni_util::run_plugin_in;
+use tortie_integration::{wait_for, Netns};
 
 const METRICS_PORT: u16 = 9099;
 
@@ -89,49 +89,30 @@ fn cni(node: &Netns, command: &str, pod_ns: &Netns, sock: &Path) -> Result<(bool
         "agentSocket": sock.display().to_string(),
         "mtu": 1500,
     });
-    let mut child = node
-        .command(&cni_binary()?.display().to_string())
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", "c0ffee0001")
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod_ns.name()))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env(
+    let netns = format!("/var/run/netns/{}", pod_ns.name());
+    let env = [
+        ("CNI_COMMAND", command),
+        ("CNI_CONTAINERID", "c0ffee0001"),
+        ("CNI_NETNS", &netns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        (
             "CNI_ARGS",
             "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=c0ffee0001",
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting tortie-cni")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(conf.to_string().as_bytes())?;
-    }
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out?,
-        Err(_) => {
-            kill_pid(pid, libc::SIGKILL);
-            bail!("tortie-cni {command} timed out");
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = if stdout.trim().is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(stdout.trim()).with_context(|| {
-            format!(
-                "tortie-cni printed {stdout:?}, stderr {:?}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })?
-    };
-    Ok((out.status.success(), v))
+        ),
+    ];
+    let run = run_plugin_in(
+        &cni_binary()?,
+        node,
+        &env,
+        &conf.to_string(),
+        Duration::from_secs(30),
+    )
+    .with_context(|| format!("tortie-cni {command}"))?;
+    let v = run
+        .json()
+        .with_context(|| format!("tortie-cni stderr {:?}", run.stderr))?;
+    Ok((run.exit == Some(0), v))
 }
 
 #[test]
@@ -154,13 +135,7 @@ fn one_node_agent_against_bird() -> Result<()> {
         peer_established(s, TOR_IP)
     })?;
     eprintln!("session up {:?} after start", t0.elapsed());
-    bird.wait_established("n1", Duration::from_secs(10))?;
-    wait_for("BIRD learns 10.244.1.0/24", Duration::from_secs(15), || {
-        bird.routes_for("10.244.1.0/24")
-            .ok()
-            .filter(|r| !r.is_empty())
-    })
-    .with_context(|| agent.log())?;
+    topo.wait_pod_cidr_at_tor(&agent)?;
 
     // The status document's contract fields.
     assert_eq!(st["node"], "n1");

@@ -31,19 +31,16 @@
 //! wired by the real `tortie-cni`: a conflist without `mtu` gives a new
 //! pod the computed pod MTU, one with `mtu` keeps the operator's value.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 use tortie_integration::bgp_util::{in_netns, log_tail, spawn_logged, WorkDir};
+use tortie_integration::cni_util::run_plugin_in;
 use tortie_integration::podnet::pod_behind_veth;
 use tortie_integration::tortie_bgp::{self, tortie_binary, Tortie};
-use tortie_integration::{
-    kernel_has_link_kind, kill_pid, run_with_timeout, wait_for, Daemon, Netns,
-};
+use tortie_integration::{kernel_has_link_kind, run_with_timeout, wait_for, Daemon, Netns};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -453,45 +450,26 @@ fn cni_add(
         obj.insert("mtu".into(), mtu.into());
     }
     let id = format!("c0ffee{name}");
-    let mut child = node
-        .command(&cni.display().to_string())
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", &id)
-        .env("CNI_NETNS", format!("/var/run/netns/{}", pod_ns.name()))
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/opt/cni/bin")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting tortie-cni")?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(conf.to_string().as_bytes())?;
-    }
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out?,
-        Err(_) => {
-            kill_pid(pid, libc::SIGKILL);
-            bail!("tortie-cni ADD {name} timed out");
-        }
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
+    let netns = format!("/var/run/netns/{}", pod_ns.name());
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}");
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", id.as_str()),
+        ("CNI_NETNS", &netns),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", "/opt/cni/bin"),
+        ("CNI_ARGS", &args),
+    ];
+    let run = run_plugin_in(cni, node, &env, &conf.to_string(), Duration::from_secs(30))
+        .with_context(|| format!("tortie-cni ADD {name}"))?;
+    if run.exit != Some(0) {
         bail!(
-            "tortie-cni ADD {name} failed: {stdout} {}",
-            String::from_utf8_lossy(&out.stderr)
+            "tortie-cni ADD {name} failed: {} {}",
+            run.stdout,
+            run.stderr
         );
     }
-    Ok(serde_json::from_str(stdout.trim())?)
+    run.json()
 }
 
 fn link_mtu(ns: &Netns, dev: &str) -> Result<String> {
