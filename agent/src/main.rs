@@ -463,18 +463,18 @@ fn find_pod<'m>(
     m: &'m Manifests,
     namespace: &str,
     name: &str,
-) -> Option<&'m k8s_openapi::api::core::v1::Pod> {
-    m.pods.iter().find(|p| {
-        p.metadata.namespace.as_deref() == Some(namespace)
-            && p.metadata.name.as_deref() == Some(name)
-    })
+) -> Option<&'m tortie_policy::SlimPod> {
+    m.pods
+        .iter()
+        .find(|p| *p.namespace == *namespace && *p.name == *name)
+        .map(|p| &**p)
 }
 
 fn pod_node(m: &Manifests, e: &Endpoint) -> Option<String> {
     let Endpoint::Pod { namespace, name } = e else {
         return None;
     };
-    find_pod(m, namespace, name).and_then(|p| p.spec.as_ref()?.node_name.clone())
+    find_pod(m, namespace, name).and_then(|p| p.node_name.as_deref().map(String::from))
 }
 
 fn side_allows(v: &tortie_policy::SideVerdict) -> bool {

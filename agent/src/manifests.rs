@@ -20,11 +20,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use tortie_policy::model::{LocalWorkload, Snapshot};
+use tortie_policy::model::{LocalWorkload, SlimPod, Snapshot};
 use tortie_policy::naming::host_interface_name;
 
 /// The label the API server puts on every namespace.
@@ -73,12 +74,17 @@ fn object_label(kind: &Option<String>, name: &Option<String>) -> String {
     }
 }
 
-/// Everything loaded from a directory.
+/// Everything loaded from a directory (or cached from the API).
+///
+/// Pods and Nodes, the kinds a cluster has thousands of, are held by `Arc`
+/// so the datastore, its published snapshots, the model and the policy
+/// snapshot share one copy; pods are [`SlimPod`]s (only what tortie
+/// reads). Cloning a `Manifests` copies pointers, not objects.
 #[derive(Debug, Clone, Default)]
 pub struct Manifests {
     pub namespaces: Vec<Namespace>,
-    pub pods: Vec<Pod>,
-    pub nodes: Vec<Node>,
+    pub pods: Vec<Arc<SlimPod>>,
+    pub nodes: Vec<Arc<Node>>,
     pub secrets: Vec<Secret>,
     pub network_policies: Vec<NetworkPolicy>,
     /// Kinds not typed here, in load order.
@@ -265,14 +271,16 @@ impl Manifests {
                 let node: Node = serde_norway::from_value(value).map_err(typed)?;
                 let name = require_name(&node.metadata).map_err(|r| fail(Some(&kind), None, r))?;
                 self.remember(&kind, "", &name, &source)?;
-                self.nodes.push(node);
+                self.nodes.push(Arc::new(node));
             }
             ("v1", "Pod") => {
+                // Parsed as the API type first, so a manifest is checked as
+                // strictly as before, then slimmed.
                 let mut pod: Pod = serde_norway::from_value(value).map_err(typed)?;
                 let (ns, name) =
                     namespaced(&mut pod.metadata).map_err(|r| fail(Some(&kind), None, r))?;
                 self.remember(&kind, &ns, &name, &source)?;
-                self.pods.push(pod);
+                self.pods.push(Arc::new(SlimPod::from_pod(&pod)));
             }
             ("v1", "Secret") => {
                 let mut secret: Secret = serde_norway::from_value(value).map_err(typed)?;
@@ -352,13 +360,12 @@ impl Manifests {
         fn take<T: Clone>(
             this: &mut Manifests,
             other: &Manifests,
-            kind: &str,
             items: &[T],
-            meta: impl Fn(&T) -> &ObjectMeta,
+            key: impl Fn(&T) -> (String, String, String),
             push: impl Fn(&mut Manifests, T),
         ) {
             for item in items {
-                let key = key_of(kind, meta(item));
+                let key = key(item);
                 let Some(source) = other.seen.get(&key) else {
                     continue;
                 };
@@ -372,41 +379,42 @@ impl Manifests {
         take(
             self,
             other,
-            "Namespace",
             &other.namespaces,
-            |o| &o.metadata,
+            |o| key_of("Namespace", &o.metadata),
             |m, o| m.namespaces.push(o),
         );
         take(
             self,
             other,
-            "Node",
             &other.nodes,
-            |o| &o.metadata,
+            |o| key_of("Node", &o.metadata),
             |m, o| m.nodes.push(o),
         );
         take(
             self,
             other,
-            "Pod",
             &other.pods,
-            |o| &o.metadata,
+            |o| {
+                (
+                    "Pod".to_string(),
+                    o.namespace.to_string(),
+                    o.name.to_string(),
+                )
+            },
             |m, o| m.pods.push(o),
         );
         take(
             self,
             other,
-            "Secret",
             &other.secrets,
-            |o| &o.metadata,
+            |o| key_of("Secret", &o.metadata),
             |m, o| m.secrets.push(o),
         );
         take(
             self,
             other,
-            "NetworkPolicy",
             &other.network_policies,
-            |o| &o.metadata,
+            |o| key_of("NetworkPolicy", &o.metadata),
             |m, o| m.network_policies.push(o),
         );
         self.other.extend(other.other.iter().cloned());
@@ -438,19 +446,11 @@ impl Manifests {
         let mut local: Vec<LocalWorkload> = self
             .pods
             .iter()
-            .filter(|p| {
-                let spec = p.spec.as_ref();
-                spec.and_then(|s| s.node_name.as_deref()) == Some(node)
-                    && !spec.and_then(|s| s.host_network).unwrap_or(false)
-            })
-            .filter_map(|p| {
-                let namespace = p.metadata.namespace.clone()?;
-                let pod = p.metadata.name.clone()?;
-                Some(LocalWorkload {
-                    interface: host_interface_name(&namespace, &pod),
-                    namespace,
-                    pod,
-                })
+            .filter(|p| p.is_on(node) && !p.host_network && !p.name.is_empty())
+            .map(|p| LocalWorkload {
+                interface: host_interface_name(&p.namespace, &p.name),
+                namespace: p.namespace.to_string(),
+                pod: p.name.to_string(),
             })
             .collect();
         local.sort();
@@ -516,10 +516,7 @@ mod tests {
         assert_eq!(m.other[0].kind, "BGPPeer");
         assert_eq!(m.other[0].value["spec"]["peerIP"], "192.0.2.1");
         assert_eq!(m.other[0].source.document, 4);
-        assert_eq!(
-            m.pods[0].spec.as_ref().unwrap().node_name.as_deref(),
-            Some("n1")
-        );
+        assert_eq!(m.pods[0].node_name.as_deref(), Some("n1"));
     }
 
     #[test]

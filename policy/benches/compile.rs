@@ -25,7 +25,7 @@ fn ns_name(i: usize) -> String {
     format!("ns-{i:02}")
 }
 
-fn remote_pod(ns: usize, j: usize, app: &str) -> k8s_openapi::api::core::v1::Pod {
+fn remote_pod(ns: usize, j: usize, app: &str) -> std::sync::Arc<tortie_policy::SlimPod> {
     let n = ns * REMOTE_PER_NS + j;
     let ip = format!("10.244.{}.{},fd00::{:x}", n / 250, n % 250 + 1, n + 1);
     let tier = format!("t{}", j % 3);

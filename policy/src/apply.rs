@@ -12,11 +12,28 @@
 //! ```text
 //!  ipset restore   (fill temporary sets, then `swap` each into place)
 //!      │ fails → real sets untouched, temporary sets destroyed, error
-//!  iptables-restore --noflush  (v4, then v6; atomic per table)
+//!  iptables-restore --noflush  (v4 and v6 at once; atomic per table)
 //!      │ fails → sets rolled back to the last good state, error,
 //!      │         the next apply re-sends the full state
 //!  ipset destroy <stale sets>  (only once no rule references them)
 //! ```
+//!
+//! Speed: an update's cost is the processes it runs (a CNI ADD waits for
+//! one), so [`Applier::apply`] runs what does not depend on each other at
+//! the same time, in two steps, and nothing it does not need:
+//!
+//! ```text
+//!  1. *-save -t filter (v4) ┐ one read per family: our chains there?
+//!     *-save -t filter (v6) │ jumps from the builtins right?
+//!     ipset restore         ┘ the update's sets (as if the chains are)
+//!  2. *-restore --noflush (v4) ┐ only the chains that changed, plus the
+//!     *-restore --noflush (v6) ┘ jump fixes; a family with neither: none
+//! ```
+//!
+//! Should step 1 find our chains gone (a flush by hand), the full state is
+//! sent instead (sets again, then every chain). The sweep of sets left by
+//! an earlier process (`ipset list`) runs with full updates only: the first
+//! one, the one after a failure and each resync.
 //!
 //! Every command goes through a [`Runner`], so tests can target a network
 //! namespace (`ip netns exec NODE ...`) or record commands in memory.
@@ -157,11 +174,15 @@ impl Runner for ProcessRunner {
         let out = child.stdout.take().map(drain);
         let err = child.stderr.take().map(drain);
         let deadline = Instant::now() + self.timeout;
+        // Most tools exit within a few milliseconds and an update waits
+        // for each: poll finely first, then back off to 2 ms.
+        let mut pause = Duration::from_micros(50);
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
                 Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(2));
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(2));
                 }
                 Ok(None) | Err(_) => {
                     let _ = child.kill();
@@ -326,7 +347,18 @@ impl Dataplane {
         payload: Option<&str>,
     ) -> Result<(bool, Vec<String>), ApplyError> {
         let current = self.save_filter(family)?;
-        let fixes = jump_fixes(&current);
+        self.restore_rules_over(family, payload, &current)
+    }
+
+    /// [`Dataplane::restore_rules`] over a filter table read before
+    /// (`current`, this update's own read).
+    fn restore_rules_over(
+        &self,
+        family: Family,
+        payload: Option<&str>,
+        current: &str,
+    ) -> Result<(bool, Vec<String>), ApplyError> {
+        let fixes = jump_fixes(current);
         let text = match payload {
             Some(p) => with_jump_fixes(&strip_builtin_jumps(p), &fixes),
             None if fixes.is_empty() => return Ok((false, Vec::new())),
@@ -350,15 +382,36 @@ impl Dataplane {
         p: &Payloads<'_>,
         rollback_sets: Option<&str>,
     ) -> Result<ApplyReport, ApplyError> {
-        let mut report = ApplyReport::default();
         self.restore_sets(p.ipset)?;
-        report.ipset_changed = !p.ipset.trim().is_empty();
-        for &family in &self.families {
+        self.commit_rules(p, rollback_sets, None)
+    }
+
+    /// The rest of [`Dataplane::commit`] once the sets are in: both
+    /// families' rules at the same time (over `saves`, this update's reads
+    /// of the filter tables, when given), then the stale sets.
+    fn commit_rules(
+        &self,
+        p: &Payloads<'_>,
+        rollback_sets: Option<&str>,
+        saves: Option<&[(Family, String)]>,
+    ) -> Result<ApplyReport, ApplyError> {
+        let mut report = ApplyReport {
+            ipset_changed: !p.ipset.trim().is_empty(),
+            ..ApplyReport::default()
+        };
+        let results = per_family(&self.families, |family| {
             let payload = match family {
                 Family::V4 => p.iptables_v4,
                 Family::V6 => p.iptables_v6,
             };
-            match self.restore_rules(family, payload) {
+            match saves.and_then(|s| s.iter().find(|(f, _)| *f == family)) {
+                Some((_, current)) => self.restore_rules_over(family, payload, current),
+                None => self.restore_rules(family, payload),
+            }
+        });
+        let mut failed = None;
+        for (family, r) in results {
+            match r {
                 Ok((changed, fixes)) => {
                     match family {
                         Family::V4 => report.iptables_v4_changed = changed,
@@ -367,12 +420,15 @@ impl Dataplane {
                     report.jumps_fixed.extend(fixes);
                 }
                 Err(e) => {
-                    if let Some(old) = rollback_sets {
-                        let _ = self.restore_sets(old);
-                    }
-                    return Err(e);
+                    failed.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = failed {
+            if let Some(old) = rollback_sets {
+                let _ = self.restore_sets(old);
+            }
+            return Err(e);
         }
         for set in p.stale_sets {
             match self.runner.run("ipset", &["destroy", set], None) {
@@ -447,14 +503,43 @@ impl Applier {
     }
 
     /// Applies `compiled.ruleset` (rejected policies are already left out
-    /// of it; their errors are the caller's to report).
+    /// of it; their errors are the caller's to report). Two steps of
+    /// processes run at the same time (module docs).
     pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyReport, ApplyError> {
         let new = &compiled.ruleset;
+        let dp = &self.dataplane;
+        let families = dp.families().to_vec();
+        // The update as if the kernel holds what we last applied; its sets
+        // go in while the tables are read.
+        let guessed_full = self.full_next || self.last.is_none();
+        let guess = diff(
+            if guessed_full {
+                None
+            } else {
+                self.last.as_ref()
+            },
+            new,
+        );
+        let (saves, sets) = std::thread::scope(|s| {
+            let sets = s.spawn(|| dp.restore_sets(&guess.ipset));
+            let saves = per_family(&families, |f| dp.save_filter(f));
+            let sets = sets.join().unwrap_or_else(|_| {
+                Err(ApplyError::Ipset(RunError::Spawn {
+                    command: "ipset restore".into(),
+                    source: std::io::Error::other("the ipset thread panicked"),
+                }))
+            });
+            (saves, sets)
+        });
         // Never trust memory about the kernel: if our chains vanished (a
         // flush by hand, a reboot of the netns), send everything.
         let mut kernel_chains = Vec::new();
-        for &family in self.dataplane.families() {
-            let save = self.dataplane.save_filter(family)?;
+        let mut saved = Vec::new();
+        for (family, save) in saves {
+            let save = match save {
+                Ok(s) => s,
+                Err(e) => return Err(self.failed(new, e)),
+            };
             let chains = chains_with_prefix(&save, CHAIN_PREFIX);
             let has_ours = BuiltinChain::ALL
                 .iter()
@@ -463,16 +548,27 @@ impl Applier {
                 self.full_next = true;
             }
             kernel_chains.push((family, chains));
+            saved.push((family, save));
         }
-        let base = if self.full_next {
-            None
+        let full = self.full_next || self.last.is_none();
+        let update = if full == guessed_full {
+            // The sets went in with the guess.
+            if let Err(e) = sets {
+                return Err(self.failed(new, e));
+            }
+            guess
         } else {
-            self.last.as_ref()
+            // Our chains are gone, so are the sets the guess assumed (a
+            // failure of its `ipset restore` says nothing then): the full
+            // state, sets first.
+            let update = diff(None, new);
+            if let Err(e) = self.dataplane.restore_sets(&update.ipset) {
+                return Err(self.failed(new, e));
+            }
+            update
         };
-        let update = diff(base, new);
         let rollback = self.last.as_ref().map(|old| {
-            self.dataplane
-                .families()
+            families
                 .iter()
                 .map(|&f| ipset_restore(old, f))
                 .collect::<String>()
@@ -483,24 +579,12 @@ impl Applier {
             iptables_v6: update.iptables_v6.as_deref(),
             stale_sets: &update.stale_sets,
         };
-        let mut report = match self.dataplane.commit(&payloads, rollback.as_deref()) {
+        let committed = self
+            .dataplane
+            .commit_rules(&payloads, rollback.as_deref(), Some(&saved));
+        let mut report = match committed {
             Ok(r) => r,
-            Err(e) => {
-                self.full_next = true;
-                // Sets this update created are referenced by no committed
-                // rule; remove them so the failure leaves no trace (a set a
-                // committed table does use refuses to go, which is right).
-                for set in new.sets.keys() {
-                    let known = self.last.as_ref().is_some_and(|l| l.sets.contains_key(set));
-                    if !known {
-                        let _ = self
-                            .dataplane
-                            .runner()
-                            .run("ipset", &["destroy", set], None);
-                    }
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(self.failed(new, e)),
         };
         // Chains of a previous process that the new ruleset no longer has:
         // nothing references them after the commit, so they can go.
@@ -524,29 +608,49 @@ impl Applier {
                     .push(format!("{family:?}: stale chains {stale:?} kept: {e}"));
             }
         }
-        // Likewise sets: a full apply's diff knows no old sets, and a
-        // crashed run may have left temporary ones.
-        match self.dataplane.list_sets() {
-            Ok(sets) => {
-                for set in sets {
-                    if !set.starts_with(SET_PREFIX) || new.sets.contains_key(&set) {
-                        continue;
-                    }
-                    match self
-                        .dataplane
-                        .runner()
-                        .run("ipset", &["destroy", &set], None)
-                    {
-                        Ok(_) => report.sets_destroyed.push(set),
-                        Err(e) => report.warnings.push(format!("stale set {set} kept: {e}")),
+        // Likewise sets, after a full update: its diff knows no old sets,
+        // and a crashed run may have left temporary ones. An incremental
+        // update destroyed the ones it dropped itself.
+        if full {
+            match self.dataplane.list_sets() {
+                Ok(sets) => {
+                    for set in sets {
+                        if !set.starts_with(SET_PREFIX) || new.sets.contains_key(&set) {
+                            continue;
+                        }
+                        match self
+                            .dataplane
+                            .runner()
+                            .run("ipset", &["destroy", &set], None)
+                        {
+                            Ok(_) => report.sets_destroyed.push(set),
+                            Err(e) => report.warnings.push(format!("stale set {set} kept: {e}")),
+                        }
                     }
                 }
+                Err(e) => report.warnings.push(format!("listing sets: {e}")),
             }
-            Err(e) => report.warnings.push(format!("listing sets: {e}")),
         }
         self.last = Some(new.clone());
         self.full_next = false;
         Ok(report)
+    }
+
+    /// After a failed update: the next one sends the full state, and sets
+    /// this one created, which no committed rule references, go (a set a
+    /// committed table does use refuses to, which is right).
+    fn failed(&mut self, new: &Ruleset, e: ApplyError) -> ApplyError {
+        self.full_next = true;
+        for set in new.sets.keys() {
+            let known = self.last.as_ref().is_some_and(|l| l.sets.contains_key(set));
+            if !known {
+                let _ = self
+                    .dataplane
+                    .runner()
+                    .run("ipset", &["destroy", set], None);
+            }
+        }
+        e
     }
 
     /// Removes tortie's jumps, chains and sets (tests, `--remove`).
@@ -554,6 +658,30 @@ impl Applier {
         self.last = None;
         self.full_next = true;
         self.dataplane.remove()
+    }
+}
+
+/// Runs `f` for each family, at the same time when there are several (the
+/// tools of different families do not wait for each other); results in
+/// `families` order.
+fn per_family<T: Send>(families: &[Family], f: impl Fn(Family) -> T + Sync) -> Vec<(Family, T)> {
+    match families {
+        [one] => vec![(*one, f(*one))],
+        _ => std::thread::scope(|s| {
+            let f = &f;
+            let handles: Vec<_> = families
+                .iter()
+                .map(|&family| (family, s.spawn(move || f(family))))
+                .collect();
+            handles
+                .into_iter()
+                .map(|(family, h)| match h.join() {
+                    Ok(v) => (family, v),
+                    // Only a panic in `f`: pass it on.
+                    Err(p) => std::panic::resume_unwind(p),
+                })
+                .collect()
+        }),
     }
 }
 
@@ -957,6 +1085,98 @@ mod tests {
             calls.iter().all(|c| c.0 != "iptables-nft-restore"),
             "an unchanged ruleset restores nothing: {calls:?}"
         );
+    }
+
+    /// The kernel as a successful apply of `compiled` leaves it, per the
+    /// fake's one answer to every save: our chains and the jumps.
+    fn kernel_after(compiled: &Compiled) -> String {
+        let mut save = String::from("*filter\n");
+        for chain in compiled.ruleset.table(Family::V4).chains.keys() {
+            save.push_str(&format!(":{chain} - [0:0]\n"));
+        }
+        for b in BuiltinChain::ALL {
+            save.push_str(&format!("-A {} -j {}\n", b.name(), b.target()));
+        }
+        save.push_str("COMMIT\n");
+        save
+    }
+
+    fn programs(fake: &FakeRunner) -> Vec<String> {
+        let mut p: Vec<String> = fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| format!("{} {}", c.0, c.1.join(" ")))
+            .collect();
+        // Steps run tools at the same time: compare as a multiset.
+        p.sort();
+        p
+    }
+
+    #[test]
+    fn a_new_workload_costs_one_read_and_one_restore_per_family_and_no_listing() {
+        use crate::testing::{mk_local, mk_ns, mk_pod};
+        let one = crate::Snapshot {
+            namespaces: vec![mk_ns("default", &[])],
+            pods: vec![mk_pod("default", "a", &[("app", "web")], "10.244.1.2")],
+            local: vec![mk_local("default", "a")],
+            ..Default::default()
+        };
+        let mut two = one.clone();
+        two.pods
+            .push(mk_pod("default", "b", &[("app", "web")], "10.244.1.3"));
+        two.local.push(mk_local("default", "b"));
+        let (first, second) = (crate::compile(&one), crate::compile(&two));
+        let fake = std::sync::Arc::new(FakeRunner::default());
+        let dp = Dataplane::new(Box::new(fake.clone()), Backend::Nft);
+        let mut applier = Applier::new(dp);
+        applier.apply(&first).unwrap();
+        assert!(
+            programs(&fake).contains(&"ipset list -n".to_string()),
+            "the first (full) update sweeps old sets"
+        );
+        *fake.save.lock().unwrap() = kernel_after(&first);
+        fake.calls.lock().unwrap().clear();
+        applier.apply(&second).unwrap();
+        assert_eq!(
+            programs(&fake),
+            [
+                "ip6tables-nft-restore --noflush --wait",
+                "ip6tables-nft-save -t filter",
+                "iptables-nft-restore --noflush --wait",
+                "iptables-nft-save -t filter",
+            ],
+            "one read and one restore per family; no set changed, no listing"
+        );
+        assert_eq!(applier.last_applied(), Some(&second.ruleset));
+    }
+
+    #[test]
+    fn chains_gone_from_the_kernel_send_the_full_state_sets_included() {
+        let compiled = crate::compile(&crate::Snapshot::default());
+        let fake = std::sync::Arc::new(FakeRunner::default());
+        let dp = Dataplane::new(Box::new(fake.clone()), Backend::Nft).with_families(&[Family::V4]);
+        let mut applier = Applier::new(dp);
+        applier.apply(&compiled).unwrap();
+        // A flush by hand: the save shows none of our chains.
+        *fake.save.lock().unwrap() = "*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n".into();
+        fake.calls.lock().unwrap().clear();
+        applier.apply(&compiled).unwrap();
+        let calls = fake.calls.lock().unwrap();
+        let restore = calls
+            .iter()
+            .find(|c| c.0 == "iptables-nft-restore")
+            .and_then(|c| c.2.clone())
+            .unwrap();
+        assert!(restore.contains(":TORT-FORWARD"), "full state: {restore}");
+        assert!(
+            restore.contains("-I FORWARD 1 -j TORT-FORWARD"),
+            "{restore}"
+        );
+        assert!(calls
+            .iter()
+            .any(|c| c.0 == "ipset" && c.1 == ["list", "-n"]));
     }
 
     #[test]

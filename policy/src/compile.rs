@@ -45,8 +45,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::model::SlimPod;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::networking::v1::{
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
 };
@@ -432,8 +432,8 @@ struct PodInfo<'a> {
     namespace: &'a str,
     name: &'a str,
     labels: &'a BTreeMap<String, String>,
-    ips: Vec<IpAddr>,
-    pod: &'a Pod,
+    ips: &'a [IpAddr],
+    pod: &'a SlimPod,
 }
 
 struct Index<'a> {
@@ -461,10 +461,8 @@ impl<'a> Index<'a> {
             if !model::is_workload(pod) {
                 continue;
             }
-            let Some(name) = pod.metadata.name.as_deref() else {
-                continue;
-            };
-            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let name = &*pod.name;
+            let namespace = &*pod.namespace;
             if !namespaces.contains_key(namespace) {
                 // A pod in a namespace the snapshot lacks: the API server
                 // would still have labelled that namespace with its name.
@@ -475,8 +473,8 @@ impl<'a> Index<'a> {
             pods_by_ns.entry(namespace).or_default().push(PodInfo {
                 namespace,
                 name,
-                labels: model::labels_of(&pod.metadata),
-                ips: model::pod_ips(pod),
+                labels: &pod.labels,
+                ips: &pod.ips,
                 pod,
             });
         }
@@ -520,34 +518,14 @@ impl<'a> Index<'a> {
     }
 }
 
-/// `(protocol, port)` of every container port named `name` with `protocol`.
-fn named_ports(pod: &Pod, protocol: Protocol, name: &str) -> Vec<u16> {
-    let mut out = Vec::new();
-    let Some(spec) = &pod.spec else { return out };
-    // Regular containers, plus sidecars (init containers that keep running,
-    // restartPolicy Always): both serve on the pod's IP for its lifetime.
-    let sidecars = spec
-        .init_containers
+/// Every container port named `name` with `protocol` (containers and
+/// sidecars, see [`SlimPod::named_ports`]).
+fn named_ports(pod: &SlimPod, protocol: Protocol, name: &str) -> Vec<u16> {
+    pod.named_ports
         .iter()
-        .flatten()
-        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
-    for port in spec
-        .containers
-        .iter()
-        .chain(sidecars)
-        .flat_map(|c| c.ports.iter().flatten())
-    {
-        let proto = port
-            .protocol
-            .as_deref()
-            .map_or(Some(Protocol::Tcp), Protocol::from_api);
-        if port.name.as_deref() == Some(name) && proto == Some(protocol) {
-            if let Ok(p) = u16::try_from(port.container_port) {
-                out.push(p);
-            }
-        }
-    }
-    out
+        .filter(|p| &*p.name == name && p.protocol == Some(protocol))
+        .map(|p| p.port)
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -1108,7 +1086,7 @@ fn materialize_sets(index: &Index<'_>, sets: &BTreeSet<SetSpec>, ruleset: &mut R
         let (kind, families): (SetKind, &[Family]) = match spec {
             SetSpec::Pods { scope, pods } => {
                 for pod in index.select(scope, pods) {
-                    for ip in &pod.ips {
+                    for ip in pod.ips {
                         push(ip, SetEntry::Ip(*ip));
                     }
                 }
@@ -1130,7 +1108,7 @@ fn materialize_sets(index: &Index<'_>, sets: &BTreeSet<SetSpec>, ruleset: &mut R
                         continue;
                     }
                     for port in named_ports(pod.pod, *protocol, name) {
-                        for ip in &pod.ips {
+                        for ip in pod.ips {
                             push(
                                 ip,
                                 SetEntry::IpPort {

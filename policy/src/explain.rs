@@ -160,10 +160,10 @@ fn resolve(snapshot: &Snapshot, ep: &Endpoint) -> Resolved {
             not_here: Some(format!("{ip} is not a workload")),
         },
         Endpoint::Pod { namespace, name } => {
-            let pod = snapshot.pods.iter().find(|p| {
-                p.metadata.name.as_deref() == Some(name.as_str())
-                    && p.metadata.namespace.as_deref().unwrap_or("default") == namespace
-            });
+            let pod = snapshot
+                .pods
+                .iter()
+                .find(|p| *p.name == **name && *p.namespace == **namespace);
             let iface = snapshot
                 .local
                 .iter()

@@ -26,7 +26,7 @@ pub use compile::{compile, Compiled, Stats};
 pub use diff::{diff, Update};
 pub use error::PolicyError;
 pub use explain::{explain, Endpoint, Explanation, Flow, SideVerdict};
-pub use model::{LocalWorkload, Namespace, NetworkPolicy, Pod, Snapshot};
+pub use model::{LocalWorkload, NamedPort, Namespace, NetworkPolicy, Pod, SlimPod, Snapshot};
 pub use render::{
     ipset_restore, iptables_restore, iptables_restore_with, jumps_restore, RenderOptions,
 };

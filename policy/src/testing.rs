@@ -3,12 +3,14 @@
 //! Public so the edge's tests and the bench use the same vocabulary. Pure.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Container, ContainerPort, PodIP, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Container, PodIP, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::model::{LocalWorkload, Namespace, NetworkPolicy, Pod, Snapshot};
+use crate::model::{LocalWorkload, NamedPort, Namespace, NetworkPolicy, Pod, SlimPod, Snapshot};
 use crate::naming;
+use crate::ruleset::Protocol;
 
 fn labels(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
     Some(
@@ -31,8 +33,14 @@ pub fn mk_ns(name: &str, label_pairs: &[(&str, &str)]) -> Namespace {
     }
 }
 
-/// A running pod with labels and IPs (comma-separated, may be empty).
-pub fn mk_pod(ns: &str, name: &str, label_pairs: &[(&str, &str)], ips: &str) -> Pod {
+/// A running pod with labels and IPs (comma-separated, may be empty), as
+/// snapshots hold it.
+pub fn mk_pod(ns: &str, name: &str, label_pairs: &[(&str, &str)], ips: &str) -> Arc<SlimPod> {
+    Arc::new(SlimPod::from_pod(&mk_api_pod(ns, name, label_pairs, ips)))
+}
+
+/// [`mk_pod`] as the API object.
+pub fn mk_api_pod(ns: &str, name: &str, label_pairs: &[(&str, &str)], ips: &str) -> Pod {
     let ips: Vec<PodIP> = ips
         .split(',')
         .filter(|s| !s.is_empty())
@@ -61,32 +69,28 @@ pub fn mk_pod(ns: &str, name: &str, label_pairs: &[(&str, &str)], ips: &str) -> 
     }
 }
 
-/// Adds a named container port (`protocol` as the API spells it: "TCP"...).
-pub fn with_port(mut pod: Pod, name: &str, port: i32, protocol: &str) -> Pod {
-    if let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-        c.ports.get_or_insert_with(Vec::new).push(ContainerPort {
-            name: Some(name.into()),
-            container_port: port,
-            protocol: Some(protocol.into()),
-            ..Default::default()
+/// Adds a named container port (`protocol` as the API spells it: "TCP"...;
+/// a port outside 0..=65535 is dropped, as [`SlimPod::from_pod`] does).
+pub fn with_port(mut pod: Arc<SlimPod>, name: &str, port: i32, protocol: &str) -> Arc<SlimPod> {
+    if let Ok(port) = u16::try_from(port) {
+        Arc::make_mut(&mut pod).named_ports.push(NamedPort {
+            name: name.into(),
+            protocol: Protocol::from_api(protocol),
+            port,
         });
     }
     pod
 }
 
 /// Marks a pod host-network.
-pub fn host_network(mut pod: Pod) -> Pod {
-    if let Some(s) = pod.spec.as_mut() {
-        s.host_network = Some(true);
-    }
+pub fn host_network(mut pod: Arc<SlimPod>) -> Arc<SlimPod> {
+    Arc::make_mut(&mut pod).host_network = true;
     pod
 }
 
 /// Sets a pod's phase ("Succeeded", "Failed", ...).
-pub fn with_phase(mut pod: Pod, phase: &str) -> Pod {
-    if let Some(s) = pod.status.as_mut() {
-        s.phase = Some(phase.into());
-    }
+pub fn with_phase(mut pod: Arc<SlimPod>, phase: &str) -> Arc<SlimPod> {
+    Arc::make_mut(&mut pod).phase = Some(phase.into());
     pod
 }
 
@@ -119,18 +123,13 @@ pub fn mk_local(ns: &str, pod: &str) -> LocalWorkload {
 /// A snapshot where every given pod with an IP is local to this node.
 pub fn snapshot_all_local(
     namespaces: Vec<Namespace>,
-    pods: Vec<Pod>,
+    pods: Vec<Arc<SlimPod>>,
     policies: Vec<NetworkPolicy>,
 ) -> Snapshot {
     let local = pods
         .iter()
         .filter(|p| crate::model::is_workload(p))
-        .filter_map(|p| {
-            Some(mk_local(
-                p.metadata.namespace.as_deref()?,
-                p.metadata.name.as_deref()?,
-            ))
-        })
+        .map(|p| mk_local(&p.namespace, &p.name))
         .collect();
     Snapshot {
         namespaces,

@@ -106,10 +106,10 @@ impl CniContext for TestCtx {
         lock(&self.cidrs).clone()
     }
 
-    fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+    fn pod(&self, namespace: &str, name: &str) -> Option<Arc<tortie_policy::SlimPod>> {
         lock(&self.pods)
             .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+            .map(|p| Arc::new(tortie_policy::SlimPod::from_pod(p)))
     }
 
     fn workload_ready<'a>(&'a self, w: &'a WiredWorkload) -> BoxFuture<'a, Result<(), String>> {

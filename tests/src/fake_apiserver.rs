@@ -25,6 +25,10 @@
 //! Every response closes its connection (`Connection: close`), which keeps
 //! the server a page long; clients reconnect per request, as they may.
 //!
+//! Objects are stored as their JSON text (shared by the store, the event
+//! log and list pages), not as `serde_json::Value` trees, so the soak can
+//! hold a 150,000-pod cluster in a few GB rather than tens.
+//!
 //! Must never: listen anywhere but 127.0.0.1.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -136,7 +140,7 @@ type Key = (String, String, String);
 
 enum WatchMsg {
     /// One JSON line.
-    Line(Value),
+    Line(String),
     /// End the stream cleanly (terminating chunk).
     End,
     /// Cut the connection without ending the chunked body.
@@ -157,13 +161,29 @@ struct LogEntry {
     plural: &'static str,
     namespace: String,
     type_: &'static str,
-    object: Value,
+    object: Arc<str>,
+}
+
+/// A stored object: its JSON text and uid (kept across updates).
+#[derive(Clone)]
+struct Stored {
+    json: Arc<str>,
+    uid: String,
+}
+
+/// `{"type": TYPE, "object": OBJECT}` without re-parsing the object.
+fn event_line(type_: &str, object: &str) -> String {
+    format!("{{\"type\":\"{type_}\",\"object\":{object}}}")
+}
+
+fn parse_stored(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or(Value::Null)
 }
 
 #[derive(Default)]
 struct State {
     rv: u64,
-    objects: BTreeMap<Key, Value>,
+    objects: BTreeMap<Key, Stored>,
     log: Vec<LogEntry>,
     /// Watches from a resourceVersion below this get 410 Gone.
     compacted: u64,
@@ -173,13 +193,13 @@ struct State {
     crds_missing: bool,
     requests: Vec<String>,
     /// Remaining pages of lists: token -> (list resourceVersion, items).
-    pages: BTreeMap<String, (u64, VecDeque<Value>)>,
+    pages: BTreeMap<String, (u64, VecDeque<Arc<str>>)>,
     next_token: u64,
 }
 
 impl State {
     fn notify(&mut self, entry: &LogEntry) {
-        let line = json!({"type": entry.type_, "object": entry.object});
+        let line = event_line(entry.type_, &entry.object);
         self.watchers.retain(|w| {
             let matches = w.plural == entry.plural
                 && w.namespace.as_ref().is_none_or(|ns| *ns == entry.namespace);
@@ -192,7 +212,7 @@ impl State {
         plural: &'static str,
         namespace: String,
         type_: &'static str,
-        object: Value,
+        object: Arc<str>,
     ) {
         let entry = LogEntry {
             rv: self.rv,
@@ -271,11 +291,14 @@ impl FakeApiServer {
                 st.watchers.retain(|w| {
                     !w.bookmarks
                         || w.tx
-                            .send(WatchMsg::Line(json!({
-                                "type": "BOOKMARK",
-                                "object": {"apiVersion": w.api_version, "kind": w.kind,
-                                           "metadata": {"resourceVersion": rv}}
-                            })))
+                            .send(WatchMsg::Line(
+                                json!({
+                                    "type": "BOOKMARK",
+                                    "object": {"apiVersion": w.api_version, "kind": w.kind,
+                                               "metadata": {"resourceVersion": rv}}
+                                })
+                                .to_string(),
+                            ))
                             .is_ok()
                 });
             }
@@ -342,12 +365,13 @@ impl FakeApiServer {
         let ns = if rt.namespaced { namespace } else { "" };
         let mut st = self.lock();
         let key = (rt.plural.to_string(), ns.to_string(), name.to_string());
-        let Some(mut obj) = st.objects.remove(&key) else {
+        let Some(stored) = st.objects.remove(&key) else {
             return false;
         };
         st.rv += 1;
+        let mut obj = parse_stored(&stored.json);
         obj["metadata"]["resourceVersion"] = st.rv.to_string().into();
-        st.record(rt.plural, ns.to_string(), "DELETED", obj);
+        st.record(rt.plural, ns.to_string(), "DELETED", obj.to_string().into());
         true
     }
 
@@ -356,7 +380,7 @@ impl FakeApiServer {
         self.lock()
             .objects
             .get(&(plural.to_string(), namespace.to_string(), name.to_string()))
-            .cloned()
+            .map(|s| parse_stored(&s.json))
     }
 
     /// Every stored object of a resource (e.g. the `events` the agent wrote).
@@ -365,7 +389,7 @@ impl FakeApiServer {
             .objects
             .iter()
             .filter(|((p, _, _), _)| p == plural)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| parse_stored(&v.json))
             .collect()
     }
 
@@ -378,7 +402,7 @@ impl FakeApiServer {
         st.log.clear();
         let rv = st.rv;
         for w in st.watchers.drain(..) {
-            let _ = w.tx.send(WatchMsg::Line(expired(rv)));
+            let _ = w.tx.send(WatchMsg::Line(expired(rv).to_string()));
             let _ = w.tx.send(WatchMsg::End);
         }
     }
@@ -448,19 +472,23 @@ fn apply_in(state: &Mutex<State>, mut obj: Value) -> Result<u64> {
     let rv = st.rv;
     obj["metadata"]["resourceVersion"] = rv.to_string().into();
     let key = (rt.plural.to_string(), namespace.clone(), name);
-    let existing = st.objects.get(&key).cloned();
-    let uid = existing
-        .as_ref()
-        .and_then(|o| o["metadata"]["uid"].as_str().map(String::from))
-        .unwrap_or_else(|| format!("00000000-0000-4000-8000-{rv:012}"));
-    obj["metadata"]["uid"] = uid.into();
+    let existing = st.objects.get(&key).map(|s| s.uid.clone());
     let type_ = if existing.is_some() {
         "MODIFIED"
     } else {
         "ADDED"
     };
-    st.objects.insert(key, obj.clone());
-    st.record(rt.plural, namespace, type_, obj);
+    let uid = existing.unwrap_or_else(|| format!("00000000-0000-4000-8000-{rv:012}"));
+    obj["metadata"]["uid"] = uid.clone().into();
+    let json: Arc<str> = obj.to_string().into();
+    st.objects.insert(
+        key,
+        Stored {
+            json: json.clone(),
+            uid,
+        },
+    );
+    st.record(rt.plural, namespace, type_, json);
     Ok(rv)
 }
 
@@ -571,7 +599,10 @@ fn percent_decode(s: &str) -> String {
 }
 
 async fn respond(stream: &mut TcpStream, code: u16, body: &Value) -> Result<()> {
-    let text = serde_json::to_vec(body)?;
+    respond_text(stream, code, &serde_json::to_vec(body)?).await
+}
+
+async fn respond_text(stream: &mut TcpStream, code: u16, text: &[u8]) -> Result<()> {
     let reason = match code {
         200 => "OK",
         201 => "Created",
@@ -584,14 +615,14 @@ async fn respond(stream: &mut TcpStream, code: u16, body: &Value) -> Result<()> 
         text.len()
     );
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(&text).await?;
+    stream.write_all(text).await?;
     stream.flush().await?;
     let _ = stream.shutdown().await;
     Ok(())
 }
 
-async fn write_chunk(stream: &mut TcpStream, line: &Value) -> Result<()> {
-    let mut text = serde_json::to_vec(line)?;
+async fn write_chunk(stream: &mut TcpStream, line: &str) -> Result<()> {
+    let mut text = line.as_bytes().to_vec();
     text.push(b'\n');
     stream
         .write_all(format!("{:x}\r\n", text.len()).as_bytes())
@@ -684,7 +715,7 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<Mutex<State>>) -> Re
                 serve_watch(stream, state, &target, &req.query).await
             } else {
                 let body = list(&mut lock(), &target, &req.query);
-                respond(&mut stream, 200, &body).await
+                respond_text(&mut stream, 200, body.as_bytes()).await
             }
         }
         ("GET", Some(name)) => {
@@ -693,9 +724,9 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<Mutex<State>>) -> Re
                 target.namespace.clone().unwrap_or_default(),
                 name.clone(),
             );
-            let found = lock().objects.get(&key).cloned();
+            let found = lock().objects.get(&key).map(|s| s.json.clone());
             match found {
-                Some(obj) => respond(&mut stream, 200, &obj).await,
+                Some(obj) => respond_text(&mut stream, 200, obj.as_bytes()).await,
                 None => respond(&mut stream, 404, &status(404, "NotFound", "not found")).await,
             }
         }
@@ -704,7 +735,7 @@ async fn serve_connection(mut stream: TcpStream, state: Arc<Mutex<State>>) -> Re
         {
             let patch: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
             let key = ("nodes".to_string(), String::new(), name.clone());
-            let node = lock().objects.get(&key).cloned();
+            let node = lock().objects.get(&key).map(|s| parse_stored(&s.json));
             let Some(mut node) = node else {
                 return respond(&mut stream, 404, &status(404, "NotFound", "no such node")).await;
             };
@@ -755,7 +786,8 @@ fn merge_conditions(node: &mut Value, patch: &Value) {
     }
 }
 
-fn list(st: &mut State, target: &Target, query: &BTreeMap<String, String>) -> Value {
+/// The list response's JSON text (items spliced in as stored).
+fn list(st: &mut State, target: &Target, query: &BTreeMap<String, String>) -> String {
     let rt = target.rt;
     let limit: usize = query
         .get("limit")
@@ -765,16 +797,16 @@ fn list(st: &mut State, target: &Target, query: &BTreeMap<String, String>) -> Va
     let (rv, mut items) = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => match st.pages.remove(token) {
             Some(page) => page,
-            None => return status(410, "Expired", "continue token expired"),
+            None => return status(410, "Expired", "continue token expired").to_string(),
         },
         None => {
-            let items: VecDeque<Value> = st
+            let items: VecDeque<Arc<str>> = st
                 .objects
                 .iter()
                 .filter(|((p, ns, _), _)| {
                     p == rt.plural && target.namespace.as_ref().is_none_or(|n| n == ns)
                 })
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.json.clone())
                 .collect();
             (st.rv, items)
         }
@@ -792,12 +824,25 @@ fn list(st: &mut State, target: &Target, query: &BTreeMap<String, String>) -> Va
         metadata["remainingItemCount"] = rest.len().into();
         st.pages.insert(token, (rv, rest));
     }
-    json!({
+    let head = json!({
         "apiVersion": rt.api_version,
         "kind": format!("{}List", rt.kind),
         "metadata": metadata,
-        "items": Vec::from(items),
     })
+    .to_string();
+    let mut body =
+        String::with_capacity(head.len() + 16 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+    // `{...,"items":[a,b]}`: the head without its closing brace.
+    body.push_str(head.strip_suffix('}').unwrap_or(&head));
+    body.push_str(",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(item);
+    }
+    body.push_str("]}");
+    body
 }
 
 async fn serve_watch(
@@ -823,7 +868,7 @@ async fn serve_watch(
     {
         let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
         if from < st.compacted {
-            let _ = tx.send(WatchMsg::Line(expired(st.rv)));
+            let _ = tx.send(WatchMsg::Line(expired(st.rv).to_string()));
             let _ = tx.send(WatchMsg::End);
         } else {
             for e in st.log.iter().filter(|e| {
@@ -831,7 +876,7 @@ async fn serve_watch(
                     && e.plural == rt.plural
                     && target.namespace.as_ref().is_none_or(|n| *n == e.namespace)
             }) {
-                let _ = tx.send(WatchMsg::Line(json!({"type": e.type_, "object": e.object})));
+                let _ = tx.send(WatchMsg::Line(event_line(e.type_, &e.object)));
             }
             st.watchers.push(Watcher {
                 plural: rt.plural,

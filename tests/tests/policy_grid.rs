@@ -153,7 +153,11 @@ impl World {
         assert_eq!(self.node, "n1");
         Snapshot {
             namespaces: self.namespaces.values().cloned().collect(),
-            pods: self.pods.values().cloned().collect(),
+            pods: self
+                .pods
+                .values()
+                .map(|p| std::sync::Arc::new(tortie_policy::SlimPod::from_pod(p)))
+                .collect(),
             policies,
             local,
             unknown_interfaces: Vec::new(),

@@ -1,8 +1,9 @@
 //! The agent side of CNI: one request from `tortie-cni` in, one reply out.
 //!
 //! ```text
-//!  ADD:  ctx.pod(ns, name) ─► IPAM assign (tortie.io/ip-addrs if set)
-//!        ─┬► dataplane add (veth, addresses, routes)      } at the same
+//!  ADD:  ctx.pod(ns, name) ─► IPAM assign in memory (tortie.io/ip-addrs)
+//!        ─┬► IPAM write (group commit, fsync)             }
+//!         ├► dataplane add (veth, addresses, routes)      } at the same
 //!         └► ctx.workload_assigned (daemon: policy round) } time
 //!        ─► ctx.workload_ready (daemon: host route in the FIB)
 //!        ─► result          any failure: undo what was done, CNI error
@@ -12,7 +13,10 @@
 //! ```
 //!
 //! The IPAM table is behind one mutex: concurrent ADDs never race for an
-//! address. Wiring of different pods runs in parallel.
+//! address. Its writes are group commits ([`SharedIpam`]): ADDs that
+//! arrive while a write is being fsynced are all made durable by the next
+//! write, instead of queueing for two fsyncs each. Wiring of different
+//! pods runs in parallel.
 //!
 //! An unreadable IPAM state file does not stop the server: every request
 //! that needs IPAM answers a clear error (code 102) and the file is tried
@@ -27,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Pod;
+use tortie_policy::model::SlimPod;
 use tortie_policy::naming::host_interface_name;
 
 use super::dataplane::{self, Dataplane, DataplaneError, PodWiring, Wired, GATEWAY_V4, GATEWAY_V6};
@@ -36,7 +40,7 @@ use super::spec::{
     code, CniError, CniResult, Command, Interface, IpConfig, RouteConfig, DEFAULT_MTU,
 };
 use crate::fib::KernelRoute;
-use crate::ipam::{AllocError, Allocation, Ipam, IpamError, Owner, PodKey};
+use crate::ipam::{AllocError, Allocation, IpamError, IpamState, Owner, PodKey, SharedIpam};
 
 /// The pod annotation asking for specific addresses: a JSON list.
 pub const IP_ADDRS_ANNOTATION: &str = "tortie.io/ip-addrs";
@@ -50,8 +54,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait CniContext: Send + Sync {
     /// The node's pod CIDRs (`Node.spec.podCIDRs`).
     fn pod_cidrs(&self) -> Vec<IpNet>;
-    /// The Pod object, when the datastore has it.
-    fn pod(&self, namespace: &str, name: &str) -> Option<Pod>;
+    /// The Pod object, when the datastore has it (shared with the model).
+    fn pod(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<SlimPod>>;
     /// The pod's addresses are assigned in IPAM and its veth is being
     /// made: a context may program the pod's policy now, while the
     /// wiring runs (rules name the host interface, which need not exist
@@ -66,8 +70,9 @@ pub trait CniContext: Send + Sync {
     }
     /// The pod's veth is up with its addresses: install its host routes
     /// (FIB, [`WiredWorkload::host_routes`]) and its policy (unless
-    /// [`CniContext::workload_assigned`] did); resolve when both are
-    /// programmed. An `Err` fails the ADD (and undoes it).
+    /// [`CniContext::workload_assigned`] does: this may run while that
+    /// round is still running); resolve when both are programmed. An `Err`
+    /// fails the ADD (and undoes it).
     fn workload_ready<'a>(&'a self, w: &'a WiredWorkload) -> BoxFuture<'a, Result<(), String>>;
     /// The pod's last sandbox is gone: withdraw its host routes and policy.
     fn workload_gone<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFuture<'a, ()>;
@@ -105,13 +110,8 @@ impl WiredWorkload {
 }
 
 /// Reads `tortie.io/ip-addrs` (`'["10.244.1.7", "fd00:1::7"]'`).
-pub fn requested_addresses(pod: &Pod) -> Result<Option<Vec<IpAddr>>, String> {
-    let Some(raw) = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(IP_ADDRS_ANNOTATION))
-    else {
+pub fn requested_addresses(pod: &SlimPod) -> Result<Option<Vec<IpAddr>>, String> {
+    let Some(raw) = pod.annotation(IP_ADDRS_ANNOTATION) else {
         return Ok(None);
     };
     let list: Vec<String> = serde_json::from_str(raw).map_err(|e| {
@@ -129,8 +129,17 @@ pub fn requested_addresses(pod: &Pod) -> Result<Option<Vec<IpAddr>>, String> {
 }
 
 enum IpamSlot {
-    Open(Ipam),
+    Open(Arc<SharedIpam>),
     Failed(String),
+}
+
+impl IpamSlot {
+    fn open(dir: &Path) -> IpamSlot {
+        match SharedIpam::open(dir) {
+            Ok(i) => IpamSlot::Open(Arc::new(i)),
+            Err(e) => IpamSlot::Failed(e.to_string()),
+        }
+    }
 }
 
 /// Handles CNI requests for one node.
@@ -186,13 +195,10 @@ impl CniServer {
         ctx: Arc<dyn CniContext>,
         dataplane: Dataplane,
     ) -> CniServer {
-        let slot = match Ipam::open(state_dir) {
-            Ok(i) => IpamSlot::Open(i),
-            Err(e) => {
-                tracing::error!(error = %e, "IPAM state not loaded; CNI ADD fails until it is repaired");
-                IpamSlot::Failed(e.to_string())
-            }
-        };
+        let slot = IpamSlot::open(state_dir);
+        if let IpamSlot::Failed(e) = &slot {
+            tracing::error!(error = %e, "IPAM state not loaded; CNI ADD fails until it is repaired");
+        }
         CniServer {
             ctx,
             dataplane,
@@ -209,51 +215,65 @@ impl CniServer {
         }
     }
 
+    /// Reads the IPAM table (`None` while it failed to load).
+    fn read_ipam<T>(&self, f: impl FnOnce(&IpamState) -> T) -> Option<T> {
+        match &*self.ipam.lock().unwrap_or_else(|p| p.into_inner()) {
+            IpamSlot::Open(i) => Some(i.read(f)),
+            IpamSlot::Failed(_) => None,
+        }
+    }
+
     /// Addresses per `(namespace, pod)`, for the policy model.
     pub fn assigned(&self) -> BTreeMap<(String, String), Vec<IpAddr>> {
-        match &*self.ipam.lock().unwrap_or_else(|p| p.into_inner()) {
-            IpamSlot::Open(i) => i.assigned(),
-            IpamSlot::Failed(_) => BTreeMap::new(),
-        }
+        self.read_ipam(IpamState::assigned).unwrap_or_default()
     }
 
     /// Assignments outside the node's current pod CIDRs (the CIDR changed):
     /// `(container id, pod, address)`, for status and logs.
     pub fn outside_cidrs(&self) -> Vec<(String, PodKey, IpAddr)> {
         let cidrs = self.ctx.pod_cidrs();
-        match &*self.ipam.lock().unwrap_or_else(|p| p.into_inner()) {
-            IpamSlot::Open(i) => i.state().outside(&cidrs),
-            IpamSlot::Failed(_) => Vec::new(),
-        }
+        self.read_ipam(|s| s.outside(&cidrs)).unwrap_or_default()
     }
 
-    /// Runs `f` on the IPAM table under the mutex, on the blocking pool
-    /// (writes fsync). Reopens a table that failed to load.
+    /// Runs `f` on the IPAM table, on the blocking pool (its writes
+    /// fsync). Reopens a table that failed to load.
     async fn with_ipam<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Ipam) -> Result<T, CniError> + Send + 'static,
+        f: impl FnOnce(&SharedIpam) -> Result<T, CniError> + Send + 'static,
     ) -> Result<T, CniError> {
         let ipam = Arc::clone(&self.ipam);
         let dir = self.state_dir.clone();
         joined(
             tokio::task::spawn_blocking(move || {
-                let mut slot = ipam.lock().unwrap_or_else(|p| p.into_inner());
-                if let IpamSlot::Failed(_) = &*slot {
-                    *slot = match Ipam::open(&dir) {
-                        Ok(i) => {
+                let table = {
+                    let mut slot = ipam.lock().unwrap_or_else(|p| p.into_inner());
+                    if let IpamSlot::Failed(_) = &*slot {
+                        *slot = IpamSlot::open(&dir);
+                        if let IpamSlot::Open(_) = &*slot {
                             tracing::info!(dir = %dir.display(), "IPAM state loaded");
-                            IpamSlot::Open(i)
                         }
-                        Err(e) => IpamSlot::Failed(e.to_string()),
-                    };
-                }
-                match &mut *slot {
-                    IpamSlot::Open(i) => f(i),
-                    IpamSlot::Failed(e) => Err(CniError::new(code::IPAM_STATE, e.clone())),
-                }
+                    }
+                    match &*slot {
+                        IpamSlot::Open(i) => Arc::clone(i),
+                        IpamSlot::Failed(e) => {
+                            return Err(CniError::new(code::IPAM_STATE, e.clone()))
+                        }
+                    }
+                };
+                f(&table)
             })
             .await,
         )?
+    }
+
+    /// Releases a container's addresses (durably).
+    async fn release(&self, container_id: &str) -> Result<Option<Allocation>, CniError> {
+        let cid = container_id.to_string();
+        self.with_ipam(move |ipam| {
+            ipam.update(|s| Ok(s.release(&cid)), |_, _| {})
+                .map_err(ipam_error)
+        })
+        .await
     }
 
     /// Answers one socket line (`{"cni": ...}`) with one reply line.
@@ -324,9 +344,12 @@ impl CniServer {
             ifname: Some(env.ifname.clone()),
         };
         let started = Instant::now();
-        let ips = self
+        // In memory first: the addresses are the pod's from here on (no
+        // other ADD gets them), and durable before anyone outside the
+        // agent learns them (the result below).
+        let (ips, ticket) = self
             .with_ipam(move |ipam| {
-                ipam.assign_for(owner, &cidrs, requested.as_deref())
+                ipam.change(|s| s.assign(owner, &cidrs, requested.as_deref()))
                     .map_err(ipam_error)
             })
             .await?;
@@ -338,21 +361,73 @@ impl CniServer {
             ips: ips.clone(),
             mtu: self.interface_mtu(req),
         };
-        // The policy round and the wiring run at the same time: the round
-        // needs the pod's addresses, not its veth.
-        let (wired, early) = tokio::join!(
-            self.wire(&wiring),
-            self.ctx.workload_assigned(&key.namespace, &key.name)
+        // The IPAM write, the policy round and the wiring run at the same
+        // time: the round needs the pod's addresses, not its veth, and
+        // neither needs them on disk (a failed write undoes both, as any
+        // failure does).
+        let workload = |w: &Wired| WiredWorkload {
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            container_id: env.container_id.clone(),
+            host_iface: wiring.host_iface.clone(),
+            host_ifindex: w.host_ifindex,
+            ips: ips.clone(),
+            netns: env.netns.clone(),
+            ifname: env.ifname.clone(),
+        };
+        let ((durable, durable_at), wired, (early, policy_at)) = tokio::join!(
+            async {
+                let r = self
+                    .with_ipam(move |ipam| ipam.durable(ticket).map_err(ipam_error))
+                    .await;
+                (r, started.elapsed())
+            },
+            // The host route as soon as the veth is there.
+            async {
+                let wired = self.wire(&wiring).await;
+                let veth_at = started.elapsed();
+                let ready = match &wired {
+                    Ok(w) => {
+                        let w = workload(w);
+                        Some(self.ctx.workload_ready(&w).await)
+                    }
+                    Err(_) => None,
+                };
+                (wired, veth_at, ready, started.elapsed())
+            },
+            async {
+                let r = self.ctx.workload_assigned(&key.namespace, &key.name).await;
+                (r, started.elapsed())
+            }
         );
-        let failed = match (wired, early) {
-            (Ok(w), Ok(())) => Ok(w),
-            (Err(e), _) => Err(e),
-            (Ok(_), Err(e)) => Err(CniError::new(
+        let (wired, veth_at, ready, routed_at) = wired;
+        let failed = match (durable, wired, early, ready) {
+            (Ok(()), Ok(w), Ok(()), Some(Ok(()))) => Ok(w),
+            (Err(e), _, _, _) | (_, Err(e), _, _) => Err(e),
+            (_, Ok(_), Err(e), _) => Err(CniError::new(
                 code::PROGRAMMING,
                 format!("pod {key}: programming its policy failed"),
             )
             .with_details(e)),
+            (_, Ok(_), Ok(()), ready) => Err(CniError::new(
+                code::PROGRAMMING,
+                format!("pod {key}: programming its host route and policy failed"),
+            )
+            .with_details(ready.and_then(Result::err).unwrap_or_default())),
         };
+        // Where an ADD's time goes, for `RUST_LOG=tortie::cni=debug`.
+        // The write, the veth (then the host route) and the policy round
+        // run at the same time, all from the end of the IPAM assignment
+        // in memory.
+        tracing::debug!(
+            container = %env.container_id,
+            ipam_ms = ms(assigned),
+            write_ms = ms(durable_at.saturating_sub(assigned)),
+            veth_ms = ms(veth_at.saturating_sub(assigned)),
+            route_ms = ms(routed_at.saturating_sub(veth_at)),
+            policy_ms = ms(policy_at.saturating_sub(assigned)),
+            "CNI ADD phases"
+        );
         let wired = match failed {
             Ok(w) => w,
             Err(e) => {
@@ -364,37 +439,6 @@ impl CniServer {
                 return Err(e);
             }
         };
-        let workload = WiredWorkload {
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            container_id: env.container_id.clone(),
-            host_iface: wiring.host_iface.clone(),
-            host_ifindex: wired.host_ifindex,
-            ips: ips.clone(),
-            netns: env.netns.clone(),
-            ifname: env.ifname.clone(),
-        };
-        let wired_at = started.elapsed();
-        let ready = self.ctx.workload_ready(&workload).await;
-        // Where an ADD's time goes, for `RUST_LOG=tortie::cni=debug`.
-        tracing::debug!(
-            container = %env.container_id,
-            ipam_ms = ms(assigned),
-            wire_ms = ms(wired_at.saturating_sub(assigned)),
-            ready_ms = ms(started.elapsed().saturating_sub(wired_at)),
-            "CNI ADD phases"
-        );
-        if let Err(e) = ready {
-            self.undo(&wiring, &env.container_id).await;
-            if !self.pod_has_other_sandbox(&key, &env.container_id) {
-                self.ctx.workload_gone(&key.namespace, &key.name).await;
-            }
-            return Err(CniError::new(
-                code::PROGRAMMING,
-                format!("pod {key}: programming its host route and policy failed"),
-            )
-            .with_details(e));
-        }
         Ok(result(&wiring, &wired))
     }
 
@@ -438,32 +482,26 @@ impl CniServer {
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || dp.del(&netns, &ifname)).await {
             tracing::warn!(error = %e, "undoing a failed ADD: removing the interface failed");
         }
-        let cid = container_id.to_string();
-        if let Err(e) = self
-            .with_ipam(move |ipam| ipam.release(&cid).map_err(ipam_error))
-            .await
-        {
+        if let Err(e) = self.release(container_id).await {
             tracing::warn!(error = %e, "undoing a failed ADD: releasing the addresses failed");
         }
     }
 
     fn pod_has_other_sandbox(&self, key: &PodKey, container_id: &str) -> bool {
-        match &*self.ipam.lock().unwrap_or_else(|p| p.into_inner()) {
-            IpamSlot::Open(i) => i
-                .state()
-                .allocations
+        self.read_ipam(|s| {
+            s.allocations
                 .iter()
-                .any(|a| a.pod == *key && a.container_id != container_id),
-            // Unknown: assume yes, so a live pod never loses its routes.
-            IpamSlot::Failed(_) => true,
-        }
+                .any(|a| a.pod == *key && a.container_id != container_id)
+        })
+        // Unknown: assume yes, so a live pod never loses its routes.
+        .unwrap_or(true)
     }
 
     async fn del(&self, req: &CniRequest) -> Result<(), CniError> {
         let env = &req.env;
         let cid = env.container_id.clone();
         let alloc: Option<Allocation> = self
-            .with_ipam(move |ipam| Ok(ipam.state().get(&cid).cloned()))
+            .with_ipam(move |ipam| Ok(ipam.read(|s| s.get(&cid).cloned())))
             .await?;
         let netns = if env.netns.is_empty() {
             alloc
@@ -479,9 +517,7 @@ impl CniServer {
         joined(tokio::task::spawn_blocking(move || dp.del(&ns, &ifname)).await)?.map_err(|e| {
             dataplane_error(&format!("removing {} from {netns} failed", env.ifname), e)
         })?;
-        let cid = env.container_id.clone();
-        self.with_ipam(move |ipam| ipam.release(&cid).map_err(ipam_error))
-            .await?;
+        self.release(&env.container_id).await?;
         let key = alloc.map(|a| a.pod).or_else(|| Self::pod_of(req).ok());
         if let Some(key) = key {
             if !self.pod_has_other_sandbox(&key, &env.container_id) {
@@ -495,7 +531,7 @@ impl CniServer {
         let env = &req.env;
         let cid = env.container_id.clone();
         let Some(alloc) = self
-            .with_ipam(move |ipam| Ok(ipam.state().get(&cid).cloned()))
+            .with_ipam(move |ipam| Ok(ipam.read(|s| s.get(&cid).cloned())))
             .await?
         else {
             return Err(CniError::new(
@@ -538,21 +574,26 @@ impl CniServer {
         let ctx = Arc::clone(&self.ctx);
         let gone = self
             .with_ipam(move |ipam| {
-                let live_sandboxes: std::collections::BTreeSet<String> = ipam
-                    .state()
-                    .allocations
-                    .iter()
-                    .filter(|a| {
-                        a.netns
-                            .as_deref()
-                            .is_some_and(|n| !n.is_empty() && Path::new(n).exists())
-                    })
-                    .map(|a| a.container_id.clone())
-                    .collect();
-                ipam.gc(|pod, container| {
-                    live_sandboxes.contains(container)
-                        || ctx.pod(&pod.namespace, &pod.name).is_some()
-                })
+                let live_sandboxes: std::collections::BTreeSet<String> = ipam.read(|s| {
+                    s.allocations
+                        .iter()
+                        .filter(|a| {
+                            a.netns
+                                .as_deref()
+                                .is_some_and(|n| !n.is_empty() && Path::new(n).exists())
+                        })
+                        .map(|a| a.container_id.clone())
+                        .collect()
+                });
+                ipam.update(
+                    |s| {
+                        Ok(s.gc(|pod, container| {
+                            live_sandboxes.contains(container)
+                                || ctx.pod(&pod.namespace, &pod.name).is_some()
+                        }))
+                    },
+                    |_, _| {},
+                )
                 .map_err(ipam_error)
             })
             .await?;
@@ -570,7 +611,7 @@ impl CniServer {
     /// restart instead of letting its FIB resync remove them.
     pub async fn existing_workloads(&self) -> Vec<WiredWorkload> {
         let allocs: Vec<Allocation> = self
-            .with_ipam(|ipam| Ok(ipam.state().allocations.clone()))
+            .with_ipam(|ipam| Ok(ipam.read(|s| s.allocations.clone())))
             .await
             .unwrap_or_default();
         let dp = self.dataplane.clone();
@@ -654,17 +695,18 @@ fn result(w: &PodWiring, wired: &Wired) -> CniResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn pod_with(annotation: Option<&str>) -> Pod {
-        Pod {
+    fn pod_with(annotation: Option<&str>) -> SlimPod {
+        SlimPod::from_pod(&Pod {
             metadata: ObjectMeta {
                 annotations: annotation
                     .map(|a| BTreeMap::from([(IP_ADDRS_ANNOTATION.to_string(), a.to_string())])),
                 ..ObjectMeta::default()
             },
             ..Pod::default()
-        }
+        })
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::Pod;
+use tortie_policy::model::SlimPod;
 use tracing::warn;
 
 use crate::cni::protocol::{parse_request_line, CniReply};
@@ -39,12 +39,11 @@ impl CniContext for AgentContext {
         self.agent.pod_cidrs()
     }
 
-    fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+    fn pod(&self, namespace: &str, name: &str) -> Option<Arc<SlimPod>> {
         let model = self.agent.model()?;
         let pod = model.pod(namespace, name)?;
         // Only pods scheduled here are wired here.
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        (node == Some(self.agent.node.as_str())).then(|| pod.clone())
+        pod.is_on(&self.agent.node).then(|| pod.clone())
     }
 
     /// The policy round of an ADD starts as soon as IPAM has the pod's

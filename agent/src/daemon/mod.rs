@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use tortie_bgp::runtime;
-use tortie_policy::apply::{Applier, Dataplane, ProcessRunner, Runner};
+use tortie_policy::apply::{Applier, Dataplane, ProcessRunner};
 use tortie_policy::backend::{self, Backend};
 use tortie_policy::Family;
 use tracing::{error, info, warn};
@@ -320,15 +320,16 @@ pub fn nat_pools(nr: &NodeRouting) -> Vec<NatPool> {
         .collect()
 }
 
-/// Workload interfaces (`tort...`) in this namespace.
-pub fn workload_interfaces(runner: &dyn Runner) -> Vec<String> {
-    let Ok(out) = runner.run("ip", &["-o", "link", "show"], None) else {
+/// Workload interfaces (`tort...`) in the calling thread's network
+/// namespace. `if_nameindex(3)` asks the kernel over netlink: every policy
+/// round lists them, and an `ip link` process cost a round milliseconds.
+pub fn workload_interfaces() -> Vec<String> {
+    let Ok(all) = nix::net::if_::if_nameindex() else {
         return Vec::new();
     };
-    let mut names: Vec<String> = out
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|n| n.trim().split('@').next().unwrap_or_default().to_string())
+    let mut names: Vec<String> = all
+        .iter()
+        .map(|i| i.name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(tortie_policy::naming::INTERFACE_PREFIX))
         .collect();
     names.sort();
@@ -447,31 +448,29 @@ async fn run_async(args: Args) -> Result<()> {
 
     // The policy worker.
     {
-        // Saves read once per round, not once per question (policy.rs).
-        let saves = Arc::new(policy::SaveCache::new(runner.clone()));
         let applier = Applier::new(
-            Dataplane::new(Box::new(Arc::clone(&saves)), backend).with_families(&families),
+            Dataplane::new(Box::new(runner.clone()), backend).with_families(&families),
         );
-        let round: policy::RoundHook = Arc::new(move |open| saves.set_round(open));
         let a = Arc::clone(&agent);
-        let r = runner.clone();
         let server = Arc::clone(&cni);
+        // Runs on a blocking-pool thread, which stays in the agent's
+        // namespace (pod wiring enters pods' namespaces on threads of its
+        // own).
         let snapshot: policy::SnapshotFn = Arc::new(move || {
             let model = a.model()?;
             let ips = server.assigned();
             let mut snap = model.policy_snapshot(&a.node, &ips);
-            snap.unknown_interfaces = workload_interfaces(&r)
+            snap.unknown_interfaces = workload_interfaces()
                 .into_iter()
                 .filter(|i| !snap.local.iter().any(|w| &w.interface == i))
                 .collect();
             Some(snap)
         });
         let a = Arc::clone(&agent);
-        tokio::spawn(policy::run_with(
+        tokio::spawn(policy::run(
             policy_rx,
             applier,
             snapshot,
-            round,
             move |out, took| {
                 a.tick("policy");
                 a.metrics.policy_sync(took);

@@ -18,88 +18,22 @@
 //!   change nothing, and a CNI ADD arriving meanwhile would wait for it.
 //!   Drift is still repaired by the [`RESYNC`] round, and rounds that
 //!   carry an ack always apply (they check the kernel);
-//! - within one round, the `*-save -t filter` output is read once per
-//!   family ([`SaveCache`]): the applier reads it to see whether its
-//!   chains exist and again for the builtin jumps, with only `ipset`
-//!   between the two. Any other table tool clears it, so a read after a
-//!   restore is always fresh; nothing is kept between rounds.
+//! - the round runs as few processes as it can, at the same time where
+//!   they do not depend on each other (see `tortie_policy::apply`): one
+//!   `*-save` per family alongside `ipset restore`, then one
+//!   `*-restore --noflush` per family whose chains changed. The workload
+//!   interfaces are listed over netlink, not by `ip link`.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
-use tortie_policy::apply::{Applier, RunError, Runner};
+use tortie_policy::apply::Applier;
 use tortie_policy::{compile, Snapshot};
 use tracing::{debug, info, warn};
 
 /// Full re-apply period (repairs rules or sets changed by hand).
 pub const RESYNC: Duration = Duration::from_secs(60);
-
-/// A [`Runner`] that, while a round is open, answers a repeated
-/// `*-save` command from the first answer. Any command other than a save
-/// or `ipset`/`ip` (which cannot change a table) forgets every answer,
-/// and so does the end of the round: the kernel is read fresh at least
-/// once per round (see the module docs).
-#[derive(Debug)]
-pub struct SaveCache<R> {
-    inner: R,
-    state: Mutex<CacheState>,
-}
-
-#[derive(Debug, Default)]
-struct CacheState {
-    open: bool,
-    saves: BTreeMap<String, String>,
-}
-
-impl<R: Runner> SaveCache<R> {
-    pub fn new(inner: R) -> SaveCache<R> {
-        SaveCache {
-            inner,
-            state: Mutex::new(CacheState::default()),
-        }
-    }
-
-    /// Starts (`true`) or ends (`false`) a round; both forget everything.
-    pub fn set_round(&self, open: bool) {
-        if let Ok(mut st) = self.state.lock() {
-            st.open = open;
-            st.saves.clear();
-        }
-    }
-}
-
-impl<R: Runner> Runner for SaveCache<R> {
-    fn run(&self, program: &str, args: &[&str], stdin: Option<&str>) -> Result<String, RunError> {
-        let is_save = program.ends_with("-save") && stdin.is_none();
-        let key = format!("{program} {}", args.join(" "));
-        if is_save {
-            if let Ok(st) = self.state.lock() {
-                if let (true, Some(out)) = (st.open, st.saves.get(&key)) {
-                    return Ok(out.clone());
-                }
-            }
-        } else if program != "ipset" && program != "ip" {
-            if let Ok(mut st) = self.state.lock() {
-                st.saves.clear();
-            }
-        }
-        let out = self.inner.run(program, args, stdin)?;
-        if is_save {
-            if let Ok(mut st) = self.state.lock() {
-                if st.open {
-                    st.saves.insert(key, out.clone());
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// What a round may skip: called with `true` when a round starts and
-/// `false` when it ends (see [`SaveCache::set_round`]).
-pub type RoundHook = Arc<dyn Fn(bool) + Send + Sync>;
 
 /// One request to the worker.
 #[derive(Debug)]
@@ -163,21 +97,9 @@ pub type SnapshotFn = Arc<dyn Fn() -> Option<Snapshot> + Send + Sync>;
 /// Runs rounds until every client is gone. `report` gets each round's
 /// outcome and duration.
 pub async fn run(
-    rx: mpsc::UnboundedReceiver<Request>,
-    applier: Applier,
-    snapshot: SnapshotFn,
-    report: impl Fn(&Outcome, Duration) + Send + Sync,
-) {
-    run_with(rx, applier, snapshot, Arc::new(|_| {}), report).await;
-}
-
-/// [`run`], calling `round(true)` before and `round(false)` after each
-/// apply (the [`SaveCache`] of the applier's runner).
-pub async fn run_with(
     mut rx: mpsc::UnboundedReceiver<Request>,
     applier: Applier,
     snapshot: SnapshotFn,
-    round: RoundHook,
     report: impl Fn(&Outcome, Duration) + Send + Sync,
 ) {
     let mut applier = Some(applier);
@@ -203,24 +125,28 @@ pub async fn run_with(
                 }
             }
         }
-        while let Ok(req) = rx.try_recv() {
-            batch.push(req);
-        }
-        let reasons: Vec<&str> = batch.iter().map(|r| r.reason.as_str()).collect();
-        debug!(?reasons, "policy round");
         let Some(mut a) = applier.take() else {
             return;
         };
         let started = Instant::now();
         let snap_fn = Arc::clone(&snapshot);
-        let hook = Arc::clone(&round);
-        let may_skip = in_sync && batch.iter().all(|r| r.ack.is_none());
-        // Building the snapshot lists interfaces (`ip link`), and applying
+        // Building the snapshot lists interfaces (netlink), and applying
         // runs ipset/iptables: both block, so neither runs on a runtime
         // worker.
         let joined = tokio::task::spawn_blocking(move || {
+            // Everything queued until the snapshot is read rides on this
+            // round: a request is sent after its change (an ADD's IPAM
+            // assignment) is made, so the snapshot below holds it. Under
+            // load the thread may start late, and ADDs that came meanwhile
+            // need no round of their own.
+            while let Ok(req) = rx.try_recv() {
+                batch.push(req);
+            }
+            let reasons: Vec<&str> = batch.iter().map(|r| r.reason.as_str()).collect();
+            debug!(?reasons, "policy round");
+            let may_skip = in_sync && batch.iter().all(|r| r.ack.is_none());
             let Some(snap) = snap_fn() else {
-                return (a, None);
+                return (a, rx, batch, None);
             };
             let snapped = started.elapsed();
             let compiled = compile(&snap);
@@ -234,12 +160,10 @@ pub async fn run_with(
             if may_skip && a.last_applied() == Some(&compiled.ruleset) {
                 debug!("policy round: nothing changed, skipped");
                 outcome.applied = true;
-                return (a, Some((outcome, Ok(()))));
+                return (a, rx, batch, Some((outcome, Ok(()))));
             }
             let compiled_at = started.elapsed();
-            hook(true);
             let result = a.apply(&compiled);
-            hook(false);
             debug!(
                 snapshot_ms = snapped.as_millis() as u64,
                 compile_ms = compiled_at.saturating_sub(snapped).as_millis() as u64,
@@ -256,22 +180,20 @@ pub async fn run_with(
                 Err(e) => outcome.errors.push(format!("{e}")),
             }
             let result = result.map(|_| ()).map_err(|e| e.to_string());
-            (a, Some((outcome, result)))
+            (a, rx, batch, Some((outcome, result)))
         })
         .await;
-        let (a, done) = match joined {
+        let (a, back, batch, done) = match joined {
             Ok(v) => v,
             Err(_) => {
+                // The batch's acks went with the thread: their callers
+                // hear that the worker is not running.
                 warn!("policy: the apply thread panicked; the policy worker stops");
-                for r in batch {
-                    if let Some(ack) = r.ack {
-                        let _ = ack.send(Err("the policy worker failed".into()));
-                    }
-                }
                 return;
             }
         };
         applier = Some(a);
+        rx = back;
         let Some((outcome, result)) = done else {
             for r in batch {
                 if let Some(ack) = r.ack {
@@ -310,7 +232,7 @@ pub async fn run_with(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use tortie_policy::apply::Dataplane;
+    use tortie_policy::apply::{Dataplane, RunError, Runner};
     use tortie_policy::backend::Backend;
 
     use super::*;
@@ -389,47 +311,6 @@ mod tests {
             got.errors.iter().any(|e| e.contains("previous rules kept")),
             "{got:?}"
         );
-    }
-
-    /// Counts every command; `iptables-nft-save` answers a fixed text.
-    #[derive(Debug, Default)]
-    struct Counting {
-        calls: Mutex<Vec<String>>,
-    }
-
-    impl Runner for Counting {
-        fn run(&self, program: &str, _: &[&str], _: Option<&str>) -> Result<String, RunError> {
-            self.calls.lock().expect("lock").push(program.to_string());
-            Ok(format!("saved {}", self.calls.lock().expect("lock").len()))
-        }
-    }
-
-    #[test]
-    fn save_cache_reads_once_per_round_and_never_across_a_restore() {
-        let cache = SaveCache::new(Counting::default());
-        let save = |c: &SaveCache<Counting>| {
-            c.run("iptables-nft-save", &["-t", "filter"], None)
-                .expect("runs")
-        };
-        // No round open: every save goes to the kernel.
-        assert_ne!(save(&cache), save(&cache));
-        cache.set_round(true);
-        let first = save(&cache);
-        assert_eq!(save(&cache), first, "same round, nothing restored");
-        cache
-            .run("ipset", &["restore", "-exist"], Some("x"))
-            .expect("runs");
-        assert_eq!(save(&cache), first, "ipset does not change a table");
-        cache
-            .run("iptables-nft-restore", &["--noflush"], Some("x"))
-            .expect("runs");
-        let after = save(&cache);
-        assert_ne!(after, first, "a restore makes the next save fresh");
-        cache.set_round(false);
-        cache.set_round(true);
-        assert_ne!(save(&cache), after, "a new round reads again");
-        let calls = cache.inner.calls.lock().expect("lock").len();
-        assert_eq!(calls, 7);
     }
 
     #[tokio::test]

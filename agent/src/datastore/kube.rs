@@ -8,8 +8,13 @@
 //!   BGPConfiguration, BGPPeer, IPPool), each with the watcher's own
 //!   exponential backoff, resourceVersion resume and bookmarks;
 //! - a reflector [`Cache`] updated by plain synchronous code, which keeps
-//!   only the fields the agent uses ([`slim`]) so a 150,000-pod cluster
-//!   does not cost gigabytes;
+//!   only the fields the agent uses so a 150,000-pod cluster does not cost
+//!   gigabytes: Pods, Nodes and Namespaces are decoded straight into slim
+//!   types ([`super::wire`]; the rest of each object is skipped by the
+//!   parser), pods are held as [`SlimPod`]s with repeated strings and label
+//!   sets interned, and pods and nodes are `Arc`s shared with every
+//!   published snapshot (and from there with the model and the policy
+//!   snapshot), so there is one copy of each;
 //! - the connection health: a lost connection keeps the last snapshot in
 //!   force and publishes `connected: false` with `disconnected_since`;
 //! - [`KubeWriter`], the two things the agent writes back: a condition on
@@ -49,8 +54,7 @@ use anyhow::Context;
 use futures::stream::{BoxStream, SelectAll};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, Node, NodeSpec, NodeStatus, ObjectReference, Pod, PodSpec, PodStatus,
-    Secret,
+    Namespace, Node, NodeSpec, NodeStatus, ObjectReference, Pod, Secret,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -66,13 +70,15 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::wire::{Interner, NamespaceWire, NodeWire, PodWire};
 use super::DatastoreSnapshot;
 use crate::manifests::{Manifests, RawObject, Source};
 use crate::model::ObjectError;
+use tortie_policy::model::SlimPod;
 
 /// Annotations with this prefix are kept (pod `tortie.io/ip-addrs`, node
 /// `tortie.io/asn`, ...); every other annotation is dropped from the cache.
-pub const OUR_ANNOTATION_PREFIX: &str = "tortie.io/";
+pub use tortie_policy::model::OUR_ANNOTATION_PREFIX;
 
 /// The API group and version of tortie's resources.
 pub const TORTIE_GROUP: &str = "tortie.io";
@@ -178,33 +184,34 @@ pub struct CustomObject {
 }
 
 /// A cached object, already slimmed. Boxed so a small kind does not pay
-/// for the largest one's inline size.
+/// for the largest one's inline size; pods and nodes in an `Arc` shared
+/// with the published snapshots.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Obj {
-    Node(Box<Node>),
+    Node(Arc<Node>),
     Namespace(Box<Namespace>),
-    Pod(Box<Pod>),
+    Pod(Arc<SlimPod>),
     NetworkPolicy(Box<NetworkPolicy>),
     Secret(Box<Secret>),
     Custom(Box<CustomObject>),
 }
 
-/// (namespace or "", name).
-pub type ObjKey = (String, String);
+/// (namespace or "", name); a pod's key shares its strings.
+pub type ObjKey = (Arc<str>, Arc<str>);
 
 impl Obj {
     fn key(&self) -> ObjKey {
         let meta = match self {
             Obj::Node(o) => &o.metadata,
             Obj::Namespace(o) => &o.metadata,
-            Obj::Pod(o) => &o.metadata,
+            Obj::Pod(o) => return (o.namespace.clone(), o.name.clone()),
             Obj::NetworkPolicy(o) => &o.metadata,
             Obj::Secret(o) => &o.metadata,
-            Obj::Custom(o) => return (String::new(), o.name.clone()),
+            Obj::Custom(o) => return (Arc::from(""), Arc::from(o.name.as_str())),
         };
         (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
+            Arc::from(meta.namespace.as_deref().unwrap_or_default()),
+            Arc::from(meta.name.as_deref().unwrap_or_default()),
         )
     }
 }
@@ -234,44 +241,10 @@ pub mod slim {
         }
     }
 
-    /// Pods: node, host networking, phase, IPs, and containers reduced to
-    /// their names and ports (named ports in policies); containers without
-    /// ports are dropped.
-    pub fn pod(pod: Pod) -> Pod {
-        let ported = |c: Container| {
-            let ports = c.ports.filter(|p| !p.is_empty())?;
-            Some(Container {
-                name: c.name,
-                ports: Some(ports),
-                ..Container::default()
-            })
-        };
-        let spec = pod.spec.map(|s| {
-            let init: Vec<Container> = s
-                .init_containers
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(ported)
-                .collect();
-            PodSpec {
-                node_name: s.node_name,
-                host_network: s.host_network,
-                containers: s.containers.into_iter().filter_map(ported).collect(),
-                init_containers: (!init.is_empty()).then_some(init),
-                ..PodSpec::default()
-            }
-        });
-        let status = pod.status.map(|s| PodStatus {
-            phase: s.phase,
-            pod_ip: s.pod_ip,
-            pod_ips: s.pod_ips,
-            ..PodStatus::default()
-        });
-        Pod {
-            metadata: meta(pod.metadata),
-            spec,
-            status,
-        }
+    /// Pods: what [`SlimPod`] holds (the watchers decode pods straight
+    /// into [`PodWire`] instead; this is for objects already decoded).
+    pub fn pod(pod: Pod) -> SlimPod {
+        SlimPod::from_pod(&pod)
     }
 
     /// Nodes: pod CIDRs and addresses (images, conditions, capacity and
@@ -438,8 +411,8 @@ impl Cache {
     /// named `kubernetes:PLURAL/NAME`.
     pub fn manifests(&self) -> Manifests {
         let mut m = Manifests::default();
-        // Exact capacities: a Pod is 2 KiB inline, and a Vec grown by
-        // doubling would carry up to half of that again, unused.
+        // Exact capacities: a Vec grown by doubling would carry up to half
+        // as much again, unused, in every snapshot.
         let n = |k: Kind| self.len(k);
         m.nodes.reserve_exact(n(Kind::Node));
         m.namespaces.reserve_exact(n(Kind::Namespace));
@@ -451,9 +424,9 @@ impl Cache {
         for table in self.tables.values() {
             for obj in table.live.values() {
                 match obj {
-                    Obj::Node(o) => m.nodes.push((**o).clone()),
+                    Obj::Node(o) => m.nodes.push(o.clone()),
                     Obj::Namespace(o) => m.namespaces.push((**o).clone()),
-                    Obj::Pod(o) => m.pods.push((**o).clone()),
+                    Obj::Pod(o) => m.pods.push(o.clone()),
                     Obj::NetworkPolicy(o) => m.network_policies.push((**o).clone()),
                     Obj::Secret(o) => m.secrets.push((**o).clone()),
                     Obj::Custom(o) => m.other.push(RawObject {
@@ -689,22 +662,28 @@ fn streams(client: &Client, settings: &KubeSettings) -> SelectAll<BoxStream<'sta
     let config = watcher::Config::default().page_size(settings.page_size);
     let mut all = SelectAll::new();
     all.push(watch_kind(
-        Api::<Node>::all(client.clone()),
+        Api::<NodeWire>::all(client.clone()),
         config.clone(),
         Kind::Node,
-        |o| Obj::Node(Box::new(slim::node(o))),
+        |o| Obj::Node(Arc::new(o.into_node())),
     ));
     all.push(watch_kind(
-        Api::<Namespace>::all(client.clone()),
+        Api::<NamespaceWire>::all(client.clone()),
         config.clone(),
         Kind::Namespace,
-        |o| Obj::Namespace(Box::new(slim::namespace(o))),
+        |o| Obj::Namespace(Box::new(o.into_namespace())),
     ));
+    // Only the pod stream interns; the lock is never contended (the
+    // streams are polled by one task).
+    let interner = Arc::new(Mutex::new(Interner::default()));
     all.push(watch_kind(
-        Api::<Pod>::all(client.clone()),
+        Api::<PodWire>::all(client.clone()),
         config.clone(),
         Kind::Pod,
-        |o| Obj::Pod(Box::new(slim::pod(o))),
+        move |o| {
+            let mut interner = interner.lock().unwrap_or_else(|e| e.into_inner());
+            Obj::Pod(Arc::new(o.into_slim(&mut interner)))
+        },
     ));
     all.push(watch_kind(
         Api::<NetworkPolicy>::all(client.clone()),
@@ -1134,7 +1113,9 @@ impl KubeWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{ContainerPort, NodeAddress, PodIP};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, NodeAddress, PodIP, PodSpec, PodStatus,
+    };
 
     fn meta(ns: Option<&str>, name: &str) -> ObjectMeta {
         ObjectMeta {
@@ -1194,36 +1175,46 @@ mod tests {
         }
     }
 
+    fn slim_pod(p: Pod) -> Obj {
+        Obj::Pod(Arc::new(slim::pod(p)))
+    }
+
     fn apply_pod(p: Pod) -> Event<Obj> {
-        Event::Apply(Obj::Pod(Box::new(slim::pod(p))))
+        Event::Apply(slim_pod(p))
     }
 
     #[test]
     fn slim_pod_keeps_what_policy_and_cni_read_and_drops_the_rest() {
         let p = slim::pod(pod("a", "10.244.1.9"));
-        let m = &p.metadata;
-        assert_eq!(m.name.as_deref(), Some("a"));
-        assert_eq!(m.namespace.as_deref(), Some("x"));
-        assert!(m.resource_version.is_none() && m.managed_fields.is_none());
-        let ann = m.annotations.as_ref().unwrap();
-        assert_eq!(ann.keys().collect::<Vec<_>>(), vec!["tortie.io/ip-addrs"]);
-        assert_eq!(m.labels.as_ref().unwrap()["app"], "web");
-        let spec = p.spec.as_ref().unwrap();
-        assert_eq!(spec.node_name.as_deref(), Some("n1"));
-        assert!(spec.service_account_name.is_none());
-        assert_eq!(spec.containers.len(), 1, "the container without ports goes");
-        assert!(spec.containers[0].image.is_none());
+        assert_eq!((&*p.namespace, &*p.name), ("x", "a"));
         assert_eq!(
-            spec.containers[0].ports.as_ref().unwrap()[0].container_port,
-            80
+            p.annotations.keys().collect::<Vec<_>>(),
+            vec!["tortie.io/ip-addrs"]
         );
-        let status = p.status.as_ref().unwrap();
-        assert_eq!(status.phase.as_deref(), Some("Running"));
-        assert!(status.host_ip.is_none());
+        assert_eq!(p.labels["app"], "web");
+        assert!(p.is_on("n1"));
+        assert_eq!(
+            p.named_ports.len(),
+            1,
+            "the container without ports adds none"
+        );
+        assert_eq!(
+            (&*p.named_ports[0].name, p.named_ports[0].port),
+            ("http", 80)
+        );
+        assert_eq!(p.phase.as_deref(), Some("Running"));
         assert_eq!(
             tortie_policy::model::pod_ips(&p),
             vec!["10.244.1.9".parse::<std::net::IpAddr>().unwrap()]
         );
+    }
+
+    #[test]
+    fn snapshots_share_the_cached_pods() {
+        let mut cache = Cache::default();
+        cache.apply(Kind::Pod, apply_pod(pod("a", "10.244.1.9")));
+        let (m1, m2) = (cache.manifests(), cache.manifests());
+        assert!(Arc::ptr_eq(&m1.pods[0], &m2.pods[0]));
     }
 
     #[test]
@@ -1250,7 +1241,7 @@ mod tests {
             }),
         };
         let mut cache = Cache::default();
-        let ev = |n: Node| Event::Apply(Obj::Node(Box::new(slim::node(n))));
+        let ev = |n: Node| Event::Apply(Obj::Node(Arc::new(slim::node(n))));
         assert!(cache.apply(Kind::Node, ev(node("t1"))));
         assert!(
             !cache.apply(Kind::Node, ev(node("t2"))),
@@ -1305,7 +1296,7 @@ mod tests {
         let mut cache = Cache::default();
         let init = |c: &mut Cache| c.apply(Kind::Pod, Event::Init);
         init(&mut cache);
-        let ia = |p: Pod| Event::InitApply(Obj::Pod(Box::new(slim::pod(p))));
+        let ia = |p: Pod| Event::InitApply(slim_pod(p));
         assert!(!cache.apply(Kind::Pod, ia(pod("a", "10.244.1.1"))));
         assert_eq!(cache.len(Kind::Pod), 0, "nothing live before InitDone");
         assert!(
@@ -1319,17 +1310,13 @@ mod tests {
         cache.apply(Kind::Pod, ia(pod("a", "10.244.1.1")));
         cache.apply(Kind::Pod, ia(pod("c", "10.244.1.3")));
         assert_eq!(cache.len(Kind::Pod), 2);
-        assert!(cache
-            .manifests()
-            .pods
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some("b")));
+        assert!(cache.manifests().pods.iter().any(|p| &*p.name == "b"));
         assert!(cache.apply(Kind::Pod, Event::InitDone));
         let names: Vec<_> = cache
             .manifests()
             .pods
             .iter()
-            .map(|p| p.metadata.name.clone().unwrap())
+            .map(|p| p.name.to_string())
             .collect();
         assert_eq!(names, vec!["a", "c"]);
         // A relist with the same content is no change.
@@ -1337,10 +1324,7 @@ mod tests {
         cache.apply(Kind::Pod, ia(pod("a", "10.244.1.1")));
         cache.apply(Kind::Pod, ia(pod("c", "10.244.1.3")));
         assert!(!cache.apply(Kind::Pod, Event::InitDone));
-        assert!(cache.apply(
-            Kind::Pod,
-            Event::Delete(Obj::Pod(Box::new(slim::pod(pod("a", "")))))
-        ));
+        assert!(cache.apply(Kind::Pod, Event::Delete(slim_pod(pod("a", "")))));
         assert_eq!(cache.len(Kind::Pod), 1);
     }
 

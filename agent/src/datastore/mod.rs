@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod kube;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::SystemTime;

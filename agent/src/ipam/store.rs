@@ -16,12 +16,32 @@
 //!
 //! A second agent on the same state dir is refused: the open table holds an
 //! exclusive `flock` on `STATE_DIR/ipam.lock`.
+//!
+//! Group commit ([`SharedIpam`], what the CNI server uses): concurrent
+//! callers change the table in memory under one short lock, then wait
+//! until a write that includes their change is on disk. One write at a
+//! time; whoever takes the writer next writes the table *as it is then*,
+//! so every change that arrived while the previous write and its two
+//! fsyncs were in flight is made durable by one write:
+//!
+//! ```text
+//!  ADD a ─ change (gen 1) ─ write gen 1 ──────────── durable ─► a returns
+//!  ADD b ─ change (gen 2) ─ wait writer ┐
+//!  ADD c ─ change (gen 3) ─ wait writer ┴ write gen 3 ─ durable ─► b, c return
+//! ```
+//!
+//! Nobody learns of an address before the write holding it is durable, and
+//! the in-memory table, which every assignment consults, never holds an
+//! address twice: a crash at any point loses only changes whose callers
+//! have not returned.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
@@ -199,6 +219,129 @@ impl Ipam {
     }
 }
 
+/// An [`Ipam`] shared by concurrent callers, with group commit (module
+/// docs). Blocking: call it from a blocking thread.
+#[derive(Debug)]
+pub struct SharedIpam {
+    table: Mutex<Table>,
+    /// The generation known to be on disk. Held for the whole of a write,
+    /// so one write runs at a time. Lock order: `writer`, then `table`.
+    writer: Mutex<u64>,
+    /// Writes done, for tests and logs.
+    writes: AtomicU64,
+}
+
+/// A state of the table, from [`SharedIpam::change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "the change is not durable until SharedIpam::durable returns"]
+pub struct Ticket(u64);
+
+#[derive(Debug)]
+struct Table {
+    ipam: Ipam,
+    /// Bumped by every change in memory.
+    generation: u64,
+}
+
+impl SharedIpam {
+    /// [`Ipam::open`], shared.
+    pub fn open(state_dir: &Path) -> Result<SharedIpam, IpamError> {
+        Ok(SharedIpam {
+            table: Mutex::new(Table {
+                ipam: Ipam::open(state_dir)?,
+                generation: 0,
+            }),
+            writer: Mutex::new(0),
+            writes: AtomicU64::new(0),
+        })
+    }
+
+    /// How many times the table was written.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the table (with changes not yet durable: they are taken).
+    pub fn read<T>(&self, f: impl FnOnce(&IpamState) -> T) -> T {
+        f(&self.table().ipam.state)
+    }
+
+    /// Runs `change` on the table, then returns once the table as it was
+    /// after the change is on disk. When the write fails, `undo` gets the
+    /// table and `change`'s result back to remove what the change added
+    /// (what it removed may stay removed: a retry writes again), and the
+    /// call fails.
+    pub fn update<T>(
+        &self,
+        change: impl FnOnce(&mut IpamState) -> Result<T, AllocError>,
+        undo: impl FnOnce(&mut IpamState, &T),
+    ) -> Result<T, IpamError> {
+        let (out, ticket) = self.change(change)?;
+        match self.durable(ticket) {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                let mut t = self.table();
+                let before = t.ipam.state.clone();
+                undo(&mut t.ipam.state, &out);
+                if t.ipam.state != before {
+                    t.generation += 1;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The first half of [`SharedIpam::update`]: runs `change` on the
+    /// table in memory and returns its result with the ticket to pass to
+    /// [`SharedIpam::durable`]. Until that returns `Ok`, nothing of the
+    /// change may be told to anyone outside the agent; when it fails, the
+    /// caller undoes the change.
+    pub fn change<T>(
+        &self,
+        change: impl FnOnce(&mut IpamState) -> Result<T, AllocError>,
+    ) -> Result<(T, Ticket), IpamError> {
+        let mut t = self.table();
+        let before = t.ipam.state.clone();
+        let out = change(&mut t.ipam.state)?;
+        if t.ipam.state != before {
+            t.generation += 1;
+        }
+        // Also when nothing changed: the caller saw the table at this
+        // generation (say a release whose write failed), so it waits for
+        // it to be durable too.
+        Ok((out, Ticket(t.generation)))
+    }
+
+    /// Returns once the table as of `ticket` (or later) is on disk.
+    pub fn durable(&self, ticket: Ticket) -> Result<(), IpamError> {
+        self.flush(ticket.0)
+    }
+
+    fn flush(&self, ticket: u64) -> Result<(), IpamError> {
+        let mut durable = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable >= ticket {
+            return Ok(());
+        }
+        let (generation, json, dir, path) = {
+            let t = self.table();
+            (
+                t.generation,
+                encode(&t.ipam.path, &t.ipam.state)?,
+                t.ipam.dir.clone(),
+                t.ipam.path.clone(),
+            )
+        };
+        write_bytes(&dir, &path, &json)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        *durable = generation;
+        Ok(())
+    }
+}
+
 fn parse(bytes: &[u8]) -> Result<IpamState, String> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err("the file is empty".into());
@@ -238,18 +381,28 @@ fn keep_copy(path: &Path, bytes: &[u8]) -> Result<PathBuf, IpamError> {
     Ok(backup)
 }
 
-/// temp file, fsync, rename, fsync dir.
-fn write_atomic(dir: &Path, path: &Path, state: &IpamState) -> Result<(), IpamError> {
+fn encode(path: &Path, state: &IpamState) -> Result<Vec<u8>, IpamError> {
     let mut json = serde_json::to_vec_pretty(state).map_err(|e| IpamError::Io {
         what: "encoding",
         path: path.to_path_buf(),
         source: io::Error::other(e),
     })?;
     json.push(b'\n');
+    Ok(json)
+}
+
+/// temp file, fsync, rename, fsync dir.
+fn write_atomic(dir: &Path, path: &Path, state: &IpamState) -> Result<(), IpamError> {
+    write_bytes(dir, path, &encode(path, state)?)
+}
+
+/// temp file, fsync, rename, fsync dir. One writer at a time (the temp
+/// file's name is fixed).
+fn write_bytes(dir: &Path, path: &Path, json: &[u8]) -> Result<(), IpamError> {
     let tmp = path.with_file_name(format!("{STATE_FILE}.tmp"));
     {
         let mut f = File::create(&tmp).map_err(IpamError::io("creating the temp file", &tmp))?;
-        f.write_all(&json)
+        f.write_all(json)
             .map_err(IpamError::io("writing the temp file", &tmp))?;
         f.sync_all()
             .map_err(IpamError::io("fsync of the temp file", &tmp))?;
@@ -376,5 +529,99 @@ mod tests {
             .expect_err("write fails");
         assert!(matches!(e, IpamError::Io { .. }), "{e}");
         assert!(ipam.state().allocations.is_empty());
+    }
+
+    fn shared_assign(
+        ipam: &SharedIpam,
+        pod: &str,
+        cidrs: &[IpNet],
+    ) -> Result<Vec<IpAddr>, IpamError> {
+        let cid = format!("c-{pod}");
+        ipam.update(
+            |s| {
+                let existed = s.get(&cid).is_some();
+                s.assign(
+                    Owner::new(PodKey::new("ns", pod), cid.as_str()),
+                    cidrs,
+                    None,
+                )
+                .map(|ips| (ips, existed))
+            },
+            |s, (_, existed)| {
+                if !existed {
+                    s.release(&cid);
+                }
+            },
+        )
+        .map(|(ips, _)| ips)
+    }
+
+    #[test]
+    fn group_commit_writes_once_for_changes_queued_behind_a_write() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ipam = SharedIpam::open(dir.path()).expect("open");
+        let cidrs = [net("10.244.1.0/24")];
+        let ips = std::thread::scope(|s| {
+            // A write in flight: the writer is busy while 20 ADDs arrive.
+            let busy = ipam.writer.lock().expect("writer");
+            let handles: Vec<_> = (0..20)
+                .map(|i| {
+                    let (ipam, cidrs) = (&ipam, &cidrs);
+                    s.spawn(move || shared_assign(ipam, &format!("p{i}"), cidrs))
+                })
+                .collect();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while ipam.table().generation < 20 {
+                assert!(std::time::Instant::now() < deadline, "20 changes in memory");
+                std::thread::yield_now();
+            }
+            assert!(
+                !dir.path().join(STATE_FILE).exists(),
+                "nothing returned before it was durable"
+            );
+            drop(busy);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("join").expect("assigned"))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(ipam.writes(), 1, "one write for the 20 queued changes");
+        let mut all: Vec<IpAddr> = ips.into_iter().flatten().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 20, "20 distinct addresses");
+        drop(ipam);
+        let reopened = Ipam::open(dir.path()).expect("reopen");
+        assert_eq!(reopened.state().allocations.len(), 20, "all 20 durable");
+    }
+
+    #[test]
+    fn group_commit_failed_write_undoes_the_change_and_a_retry_writes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let ipam = SharedIpam::open(dir.path()).expect("open");
+        let cidrs = [net("10.244.1.0/24")];
+        let a = shared_assign(&ipam, "a", &cidrs).expect("a");
+        let blocker = dir.path().join("ipam.json.tmp");
+        std::fs::create_dir(&blocker).expect("mkdir");
+        let e = shared_assign(&ipam, "b", &cidrs).expect_err("write fails");
+        assert!(matches!(e, IpamError::Io { .. }), "{e}");
+        assert!(ipam.read(|s| s.get("c-b").is_none()), "b undone");
+        // A release whose write failed is retried by the next call.
+        let e = ipam
+            .update(|s| Ok(s.release("c-a")), |_, _| {})
+            .expect_err("write fails");
+        assert!(matches!(e, IpamError::Io { .. }), "{e}");
+        std::fs::remove_dir(&blocker).expect("rmdir");
+        let again = ipam
+            .update(|s| Ok(s.release("c-a")), |_, _| {})
+            .expect("retried");
+        assert!(again.is_none(), "already released in memory");
+        drop(ipam);
+        let reopened = Ipam::open(dir.path()).expect("reopen");
+        assert!(
+            reopened.state().get("c-a").is_none(),
+            "release durable: {a:?}"
+        );
+        assert!(reopened.state().allocations.is_empty());
     }
 }

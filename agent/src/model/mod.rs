@@ -16,9 +16,11 @@ mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodIP, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{Node, Secret};
 use serde::de::DeserializeOwned;
+use tortie_policy::model::SlimPod;
 
 use crate::crd::{
     BGPConfigurationSpec, BGPPeerSpec, IPPoolSpec, API_VERSION, BGP_CONFIGURATION_NAME,
@@ -38,7 +40,8 @@ pub use validate::{
 /// The validated cluster model.
 #[derive(Debug, Clone, Default)]
 pub struct Model {
-    /// The objects as loaded (pods, namespaces, policies, secrets, nodes).
+    /// The objects as loaded (pods, namespaces, policies, secrets, nodes);
+    /// pods and nodes shared with the datastore's snapshot by `Arc`.
     manifests: Manifests,
     /// `BGPConfiguration default`, when there is a good one.
     pub bgp_configuration: Option<BGPConfigurationSpec>,
@@ -48,8 +51,9 @@ pub struct Model {
     pub ip_pools: BTreeMap<String, ValidPool>,
     /// Good Nodes by name.
     pub nodes: BTreeMap<String, ValidNode>,
-    /// Index of `manifests.pods` by (namespace, name).
-    pods: BTreeMap<(String, String), usize>,
+    /// Positions in `manifests.pods`, sorted by (namespace, name): an
+    /// index of 4 bytes a pod rather than a map of copied names.
+    pods: Vec<u32>,
     /// What could not be used, structured (for Events and status).
     pub object_errors: Vec<ObjectError>,
     /// The same, as operator-facing lines (sorted, deterministic).
@@ -129,11 +133,12 @@ impl Model {
         }
         model.add_pools(manifests, previous, &mut errors);
 
-        for (i, p) in model.manifests.pods.iter().enumerate() {
-            if let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) {
-                model.pods.insert((ns.clone(), name.clone()), i);
-            }
-        }
+        let pods = &model.manifests.pods;
+        let mut index: Vec<u32> = (0..pods.len())
+            .filter_map(|i| u32::try_from(i).ok())
+            .collect();
+        index.sort_by(|&a, &b| pod_key(pods, a).cmp(&pod_key(pods, b)));
+        model.pods = index;
         errors.sort();
         errors.dedup();
         model.errors = errors.iter().map(ToString::to_string).collect();
@@ -290,16 +295,20 @@ impl Model {
         &self.manifests
     }
 
-    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
-        self.pods
-            .get(&(namespace.to_string(), name.to_string()))
-            .and_then(|&i| self.manifests.pods.get(i))
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Arc<SlimPod>> {
+        let pods = &self.manifests.pods;
+        let i = self
+            .pods
+            .binary_search_by(|&i| pod_key(pods, i).cmp(&Some((namespace, name))))
+            .ok()?;
+        let at = usize::try_from(*self.pods.get(i)?).ok()?;
+        pods.get(at)
     }
 
     /// The node's object (its last good version when the current one is
     /// invalid).
     pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes.get(name).map(|n| &n.node)
+        self.nodes.get(name).map(|n| &*n.node)
     }
 
     pub fn secret(&self, namespace: &str, name: &str) -> Option<&Secret> {
@@ -321,25 +330,28 @@ impl Model {
     ) -> tortie_policy::model::Snapshot {
         let mut snap = self.manifests.policy_snapshot(node);
         for pod in &mut snap.pods {
-            let local = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node);
-            if !local || !tortie_policy::model::pod_ips(pod).is_empty() {
+            if !pod.is_on(node) || !pod.ips.is_empty() {
                 continue;
             }
-            let (Some(ns), Some(name)) = (&pod.metadata.namespace, &pod.metadata.name) else {
+            let key = (pod.namespace.to_string(), pod.name.to_string());
+            let Some(ips) = local_ips.get(&key).filter(|ips| !ips.is_empty()) else {
                 continue;
             };
-            let Some(ips) = local_ips.get(&(ns.clone(), name.clone())) else {
-                continue;
-            };
-            if ips.is_empty() {
-                continue;
-            }
-            let status = pod.status.get_or_insert_with(PodStatus::default);
-            status.pod_ip = ips.first().map(ToString::to_string);
-            status.pod_ips = Some(ips.iter().map(|ip| PodIP { ip: ip.to_string() }).collect());
+            // Copy-on-write: only this snapshot's pod changes, not the
+            // datastore's shared one.
+            let mut ips = ips.clone();
+            ips.sort();
+            ips.dedup();
+            Arc::make_mut(pod).ips = ips;
         }
         snap
     }
+}
+
+/// (namespace, name) of the pod at `i` (None: out of range, sorts first).
+fn pod_key(pods: &[Arc<SlimPod>], i: u32) -> Option<(&str, &str)> {
+    let p = pods.get(usize::try_from(i).ok()?)?;
+    Some((&*p.namespace, &*p.name))
 }
 
 fn parse<S: DeserializeOwned>(raw: &RawObject, spec_required: bool) -> Result<S, ObjectError> {

@@ -569,11 +569,7 @@ fn policy_snapshot_fills_local_pod_ips_from_ipam_until_status_has_them() {
     );
     let snap = m.policy_snapshot("n1", &ipam);
     let ips = |name: &str| {
-        let p = snap
-            .pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name))
-            .expect("pod");
+        let p = snap.pods.iter().find(|p| &*p.name == name).expect("pod");
         tortie_policy::model::pod_ips(p)
     };
     assert_eq!(ips("new"), [ip("10.244.1.9")]);
@@ -648,7 +644,7 @@ mod never_panics {
                     "spec": {"podCIDRs": [cidr]},
                     "status": {"addresses": [{"type": "InternalIP", "address": ip}]},
                 })).expect("node json");
-                m.nodes.push(node);
+                m.nodes.push(std::sync::Arc::new(node));
             }
             for (i, p) in peers.into_iter().enumerate() {
                 m.other.push(raw("BGPPeer", &format!("p{i}"), p));

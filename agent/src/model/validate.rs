@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
@@ -383,7 +384,8 @@ pub(crate) fn check_pool(name: &str, spec: &IPPoolSpec) -> Result<ValidPool, Fie
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidNode {
     pub name: String,
-    pub node: Node,
+    /// Shared with the datastore's snapshot.
+    pub node: Arc<Node>,
     /// `tortie.io/asn`.
     pub asn: Option<u32>,
     /// `tortie.io/bgp-address`, else the first InternalIP (IPv4 first)
@@ -413,7 +415,7 @@ impl ValidNode {
     }
 }
 
-pub(crate) fn check_node(node: &Node) -> Result<ValidNode, ObjectError> {
+pub(crate) fn check_node(node: &Arc<Node>) -> Result<ValidNode, ObjectError> {
     let name = node.metadata.name.clone().unwrap_or_default();
     let fail = |(field, p): FieldProblem| ObjectError::new("Node", &name, field, p);
     let annotations = node.metadata.annotations.clone().unwrap_or_default();

@@ -18,7 +18,7 @@ struct PodFacts {
     ns: String,
     labels: BTreeMap<String, String>,
     ip: IpAddr,
-    pod: Pod,
+    pod: std::sync::Arc<SlimPod>,
 }
 
 fn sel(
@@ -305,12 +305,12 @@ proptest! {
             .pods
             .iter()
             .map(|p| {
-                let ns = p.metadata.namespace.clone().expect("ns");
-                let name = p.metadata.name.clone().expect("name");
+                let ns = p.namespace.to_string();
+                let name = p.name.to_string();
                 let local = s.local.iter().any(|w| w.namespace == ns && w.pod == name);
                 let facts = PodFacts {
                     ns: ns.clone(),
-                    labels: p.metadata.labels.clone().unwrap_or_default(),
+                    labels: (*p.labels).clone(),
                     ip: model::pod_ips(p)[0],
                     pod: p.clone(),
                 };

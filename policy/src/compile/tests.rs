@@ -395,7 +395,7 @@ fn ingress_named_port_resolves_against_each_selected_pod() {
         json!({"podSelector": {}, "ingress": [{"ports": [{"port": "http"}]}]}),
     )]);
     for p in s.pods.iter_mut() {
-        match p.metadata.name.as_deref() {
+        match Some(&*p.name) {
             Some("web") => *p = with_port(p.clone(), "http", 8080, "TCP"),
             Some("db") => *p = with_port(p.clone(), "http", 9090, "TCP"),
             _ => {}
@@ -429,7 +429,7 @@ fn egress_named_port_resolves_against_each_peer_pod() {
                "egress": [{"to": [{"namespaceSelector": {}}], "ports": [{"port": "metrics", "protocol": "UDP"}]}]}),
     )]);
     for p in s.pods.iter_mut() {
-        match p.metadata.name.as_deref() {
+        match Some(&*p.name) {
             Some("web") => *p = with_port(p.clone(), "metrics", 8080, "UDP"),
             Some("db") => *p = with_port(p.clone(), "metrics", 9090, "UDP"),
             _ => {}
@@ -1256,7 +1256,10 @@ fn named_ports_of_sidecars_count_but_plain_init_containers_do_not() {
         json!({"podSelector": {"matchLabels": {"app": "web"}},
                "ingress": [{"ports": [{"port": "proxy"}, {"port": "setup"}]}]}),
     )]);
-    let spec = s.pods[0].spec.as_mut().expect("spec");
+    // The API pod's init containers, through the same slimming the
+    // datastores use.
+    let mut api = crate::model::Pod::default();
+    let spec = api.spec.get_or_insert_with(Default::default);
     spec.init_containers = Some(vec![
         Container {
             name: "mesh".into(),
@@ -1270,6 +1273,10 @@ fn named_ports_of_sidecars_count_but_plain_init_containers_do_not() {
             ..Default::default()
         },
     ]);
+    let ports = crate::model::SlimPod::from_pod(&api).named_ports;
+    std::sync::Arc::make_mut(&mut s.pods[0])
+        .named_ports
+        .extend(ports);
     assert!(tcp(&s, ip(EXTERNAL), pod("prod", "web"), 15001));
     assert!(!tcp(&s, ip(EXTERNAL), pod("prod", "web"), 7000));
 }

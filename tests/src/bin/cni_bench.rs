@@ -23,6 +23,11 @@
 //!    address yet); the time from writing the Pod's `status.podIPs` to the
 //!    datastore until the first reply (`ping -D` timestamps) is how long
 //!    n2's agent took to see the address and admit it.
+//!
+//! `CNI_BENCH_LOGS=DIR` copies the agents' logs there at the end (the
+//! lab's run dir is removed with it); with
+//! `RUST_LOG=info,tortie::cni=debug,tortie::daemon::policy=debug` they
+//! hold each ADD's phases and each policy round's timings.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -200,6 +205,15 @@ fn main() -> Result<()> {
             Some(t) if t < written => bail!("db-n2 answered before the IP was written"),
             Some(t) => admit.push((t - written) * 1e3),
             None => bail!("db-n2 never admitted pod {} within 3 s", pod.id()),
+        }
+    }
+
+    if let Some(dir) = std::env::var_os("CNI_BENCH_LOGS") {
+        let dir = std::path::PathBuf::from(dir);
+        std::fs::create_dir_all(&dir)?;
+        for node in ["n1", "n2"] {
+            std::fs::copy(lab.agent_log(node), dir.join(format!("{node}.log")))
+                .with_context(|| format!("copying {node}'s log"))?;
         }
     }
 

@@ -231,7 +231,10 @@ fn snapshot(policies: Vec<NetworkPolicy>) -> Snapshot {
     };
     Snapshot {
         namespaces: vec![ns],
-        pods: vec![pod("client", 10), pod("server", 11)],
+        pods: [pod("client", 10), pod("server", 11)]
+            .iter()
+            .map(|p| std::sync::Arc::new(tortie_policy::SlimPod::from_pod(p)))
+            .collect(),
         policies,
         local: ["client", "server"]
             .iter()
