@@ -585,6 +585,123 @@ fn established_loss_reports_graceful_restart_retention() {
     assert_eq!(retain, Some(Some(Duration::from_secs(45))));
 }
 
+/// An FSM with graceful restart, Established on C1 (ours, outbound) with a
+/// graceful-restart peer, and the peer's own connection C2 confirmed.
+fn established_gr_with_candidate(router_id: Ipv4Addr) -> T {
+    let mut cfg = config();
+    cfg.router_id = RouterId(router_id);
+    cfg.graceful_restart = Some(Default::default());
+    let mut t = T::new(cfg);
+    t.ev(Event::ManualStart);
+    t.ev(Event::TcpCrAcked { conn: C1 });
+    t.ev(Event::BgpOpen {
+        conn: C1,
+        open: local_open(&gr_peer(false)),
+    });
+    t.ev(Event::KeepAliveMsg { conn: C1 });
+    assert_eq!(t.fsm.established_conn(), Some(C1));
+    t.ev(Event::TcpConnectionConfirmed { conn: C2 });
+    t
+}
+
+fn gr_peer(restarting: bool) -> PeerConfig {
+    let mut peer = peer_config();
+    peer.graceful_restart = Some(tortie_bgp::fsm::GracefulRestartConfig {
+        restart_time: 45,
+        restarting,
+        ..Default::default()
+    });
+    peer
+}
+
+fn session_down(actions: &[Action]) -> bool {
+    actions
+        .iter()
+        .any(|a| matches!(a, Action::SessionDown { .. }))
+}
+
+#[test]
+fn late_open_of_a_simultaneous_open_keeps_the_established_session_that_wins() {
+    // Both sides connected at once; our session (C1, ours) came up before
+    // the peer's OPEN on its own connection C2. We have the higher
+    // identifier, so by RFC 4271 §6.8 the peer keeps C1 too: C2 goes, the
+    // session stays, nothing flaps.
+    let mut t = established_gr_with_candidate(Ipv4Addr::new(192, 0, 2, 99));
+    let acts = t.ev(Event::BgpOpen {
+        conn: C2,
+        open: local_open(&gr_peer(false)),
+    });
+    let cease = Notification::cease(CeaseSubcode::ConnectionCollisionResolution);
+    assert_eq!(closes(&acts), vec![(C2, Some(cease))]);
+    assert!(!session_down(&acts));
+    assert_eq!(t.fsm.established_conn(), Some(C1));
+    assert_eq!(t.fsm.connections(), vec![C1]);
+}
+
+#[test]
+fn late_open_that_wins_the_collision_replaces_the_session() {
+    // We have the lower identifier: the peer keeps its own connection C2
+    // and closes C1, so we move to C2 (routes kept as for a restart).
+    let mut t = established_gr_with_candidate(Ipv4Addr::new(192, 0, 2, 1));
+    let acts = t.ev(Event::BgpOpen {
+        conn: C2,
+        open: local_open(&gr_peer(false)),
+    });
+    assert!(session_down(&acts));
+    assert!(closes(&acts).iter().any(|(c, _)| *c == C1));
+    assert_eq!(t.fsm.connections(), vec![C2]);
+    assert_eq!(t.fsm.state(), State::OpenConfirm);
+}
+
+#[test]
+fn peer_reconnecting_in_the_same_direction_replaces_the_session() {
+    // The peer opened the session and now opens another connection: it gave
+    // the first one up (a restart), whatever the identifiers and R bit say.
+    let mut cfg = config();
+    cfg.router_id = RouterId(Ipv4Addr::new(192, 0, 2, 99));
+    cfg.graceful_restart = Some(Default::default());
+    let mut t = T::new(cfg);
+    t.ev(Event::ManualStartPassive);
+    t.ev(Event::TcpConnectionConfirmed { conn: C1 });
+    t.ev(Event::BgpOpen {
+        conn: C1,
+        open: local_open(&gr_peer(false)),
+    });
+    t.ev(Event::KeepAliveMsg { conn: C1 });
+    assert_eq!(t.fsm.established_conn(), Some(C1));
+    t.ev(Event::TcpConnectionConfirmed { conn: C2 });
+    let acts = t.ev(Event::BgpOpen {
+        conn: C2,
+        open: local_open(&gr_peer(false)),
+    });
+    assert!(session_down(&acts));
+    assert_eq!(t.fsm.connections(), vec![C2]);
+}
+
+#[test]
+fn open_with_the_restart_bit_replaces_the_session_whatever_the_identifiers() {
+    // RFC 4724 §4.2: the peer restarted (R bit) while we still had its old
+    // session: the old one ends, its routes kept as stale.
+    let mut t = established_gr_with_candidate(Ipv4Addr::new(192, 0, 2, 99));
+    let acts = t.ev(Event::BgpOpen {
+        conn: C2,
+        open: local_open(&gr_peer(true)),
+    });
+    let retain = acts.iter().find_map(|a| match a {
+        Action::SessionDown {
+            reason,
+            retain_routes_for,
+        } => Some((reason.clone(), *retain_routes_for)),
+        _ => None,
+    });
+    assert_eq!(
+        retain,
+        Some((DownReason::PeerRestarted, Some(Duration::from_secs(45))))
+    );
+    assert_eq!(t.fsm.connections(), vec![C2]);
+    assert_eq!(t.fsm.state(), State::OpenConfirm);
+}
+
 #[test]
 fn backoff_resets_only_after_a_stable_session() {
     // Fail an established session right away three times: 1, 2, 4 s.

@@ -941,13 +941,34 @@ impl Fsm {
             return;
         };
         if self.state == State::Established {
-            let peer_restarts = self
+            let gr_negotiated = self
                 .negotiated
                 .as_ref()
                 .is_some_and(|n| n.peer_graceful_restart.is_some());
-            if peer_restarts {
+            // The peer says it has restarted (R bit, RFC 4724 §3) on the new
+            // connection.
+            let says_restarted = negotiated
+                .peer_graceful_restart
+                .as_ref()
+                .is_some_and(|g| g.restarting);
+            // A second connection in the same direction as the session's
+            // cannot be a collision: the side that opened both has given up
+            // the first one (it restarted). In opposite directions and
+            // without the R bit it is most likely the other half of a
+            // simultaneous open (both speakers connected at once and our
+            // session got established before the peer's OPEN on its own
+            // connection arrived): the peer resolves that collision by the
+            // RFC 4271 §6.8 identifier rule, so we do too; taking it for a
+            // restart would close the connection the peer kept and flap a
+            // session that both sides had up.
+            let replace = gr_negotiated
+                && (says_restarted
+                    || cand.dir == primary.dir
+                    || self.resolve(&negotiated, primary.dir, cand.dir) == Winner::New);
+            if replace {
                 // RFC 4724 §4.2: a new OPEN from a restarting peer ends the
-                // old session; fail() moves the candidate up.
+                // old session (its routes kept as stale); fail() moves the
+                // candidate up.
                 self.fail(now, DownReason::PeerRestarted, None, None, false);
                 self.accept_open(now, negotiated);
             } else {
