@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use tortie_integration::bgp_util::{log_tail, spawn_logged, WorkDir};
+use tortie_integration::bgp_util::{in_netns, log_tail, spawn_logged, WorkDir};
 use tortie_integration::cni_util::run_plugin_in;
 use tortie_integration::podnet::pod_behind_veth;
 use tortie_integration::tortie_bgp::{self, tortie_binary, Tortie};
@@ -622,5 +622,68 @@ fn route_mtu_sizes_the_tunnel_and_new_pods() -> Result<()> {
         "pod eth0 with mtu 1400 configured: {eth0}"
     );
     agent.stop();
+    Ok(())
+}
+
+/// The path MTU lookups of a 1,000-node cluster: one pipelined round
+/// (64 `ip route get` per `sendmsg`), every answer carrying the route's
+/// `mtu` metric. Prints the time it takes.
+#[test]
+fn a_thousand_path_lookups_are_one_pipelined_round() -> Result<()> {
+    if !tortie_integration::require_netns(
+        "fib_encap::a_thousand_path_lookups_are_one_pipelined_round",
+        &["ip"],
+    ) {
+        return Ok(());
+    }
+    let ns = Netns::new("fxl")?;
+    ns.run(
+        "ip",
+        &["link", "add", "up0", "type", "veth", "peer", "name", "up1"],
+    )?;
+    ns.run("ip", &["link", "set", "up0", "up"])?;
+    ns.run("ip", &["link", "set", "up1", "up"])?;
+    ns.run("sysctl", &["-qw", "net.ipv6.conf.up0.accept_dad=0"])?;
+    ns.run("ip", &["addr", "add", "2001:db8::11/64", "dev", "up0"])?;
+    ns.run(
+        "ip",
+        &[
+            "route",
+            "add",
+            "2001:db8:1::/64",
+            "via",
+            "2001:db8::1",
+            "dev",
+            "up0",
+            "mtu",
+            "1300",
+        ],
+    )?;
+    let remotes: Vec<std::net::IpAddr> = (1..=1000u16)
+        .map(|i| std::net::IpAddr::from([0x2001, 0xdb8, 1, 0, 0, 0, 0, i]))
+        .collect();
+    let (elapsed, answers) = in_netns(ns.name(), move || {
+        let mut sock = tortie::fib::link::LinkSocket::open()?;
+        let start = std::time::Instant::now();
+        let answers = sock.route_lookups(&remotes)?;
+        Ok((start.elapsed(), answers))
+    })?;
+    eprintln!("1000 path MTU lookups: {elapsed:?}");
+    assert_eq!(answers.len(), 1000);
+    for a in &answers {
+        let a = a.as_ref().map_err(|e| anyhow!("lookup failed: {e}"))?;
+        assert_eq!(a.mtu, Some(1300), "{a:?}");
+        assert!(a.oif.is_some(), "{a:?}");
+    }
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    // No route at all: an error per address, not a hang.
+    let answers = in_netns(ns.name(), || {
+        let mut sock = tortie::fib::link::LinkSocket::open()?;
+        Ok(sock.route_lookups(&["203.0.113.7".parse()?])?)
+    })?;
+    assert!(
+        matches!(answers.as_slice(), [Err(reason)] if reason.contains("unreachable")),
+        "{answers:?}"
+    );
     Ok(())
 }

@@ -54,6 +54,11 @@ const RTNLGRP_IPV6_ROUTE: u32 = 11;
 /// Route lookups per `sendmsg`: their answers (about 120 octets each)
 /// must fit the socket's receive queue, or the kernel drops them.
 pub const LOOKUP_BATCH: usize = 64;
+/// The route watcher's receive queue. Small on purpose: while tortie
+/// programs a million routes of its own, the kernel overruns it (one
+/// ENOBUFS, read as "changed") instead of the FIB thread reading a
+/// million notifications it would discard.
+const ROUTE_WATCH_BUF: usize = 32 * 1024;
 const RECV_BUF: usize = 1 << 18;
 
 /// Errors talking to the kernel about links.
@@ -681,6 +686,7 @@ impl RouteWatcher {
         for g in [RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
             sock.add_membership(g).map_err(io)?;
         }
+        sock.set_rx_buf_sz(ROUTE_WATCH_BUF).map_err(io)?;
         sock.set_non_blocking(true).map_err(io)?;
         Ok(RouteWatcher {
             sock,
