@@ -477,7 +477,7 @@ fn the_daemonset_runs_on_every_node_with_only_the_capabilities_it_needs() {
     assert_eq!(conflist["cniVersion"], "1.0.0");
     assert_eq!(
         conflist["plugins"][0],
-        serde_json::json!({"type": "tortie-cni", "agentSocket": "/run/tortie/agent.sock", "mtu": 1500})
+        serde_json::json!({"type": "tortie-cni", "agentSocket": "/run/tortie/agent.sock"})
     );
     let cm_volume = volumes
         .clone()
