@@ -26,9 +26,13 @@
 //!  1. *-save -t filter (v4) ┐ one read per family: our chains there?
 //!     *-save -t filter (v6) │ jumps from the builtins right?
 //!     ipset restore         ┘ the update's sets (as if the chains are)
-//!  2. *-restore --noflush (v4) ┐ only the chains that changed, plus the
-//!     *-restore --noflush (v6) ┘ jump fixes; a family with neither: none
+//!  2. *-restore --noflush (v4)   only the chains that changed, plus the
+//!     *-restore --noflush (v6)   jump fixes; a family with neither: none
 //! ```
+//!
+//! Step 2 runs the families one after the other and stops at the first
+//! failure: at the same time, one family could commit while the other
+//! failed, leaving the update half in force.
 //!
 //! Should step 1 find our chains gone (a flush by hand), the full state is
 //! sent instead (sets again, then every chain). The sweep of sets left by
@@ -386,9 +390,9 @@ impl Dataplane {
         self.commit_rules(p, rollback_sets, None)
     }
 
-    /// The rest of [`Dataplane::commit`] once the sets are in: both
-    /// families' rules at the same time (over `saves`, this update's reads
-    /// of the filter tables, when given), then the stale sets.
+    /// The rest of [`Dataplane::commit`] once the sets are in: each
+    /// family's rules in turn (over `saves`, this update's reads of the
+    /// filter tables, when given), then the stale sets.
     fn commit_rules(
         &self,
         p: &Payloads<'_>,
@@ -399,18 +403,20 @@ impl Dataplane {
             ipset_changed: !p.ipset.trim().is_empty(),
             ..ApplyReport::default()
         };
-        let results = per_family(&self.families, |family| {
+        // One family after the other, stopping at the first failure: were
+        // they restored at the same time, one family could commit the new
+        // rules (and with them new sets) while the other failed, and the
+        // update would be half in force, which no rollback here undoes.
+        let mut failed = None;
+        for &family in &self.families {
             let payload = match family {
                 Family::V4 => p.iptables_v4,
                 Family::V6 => p.iptables_v6,
             };
-            match saves.and_then(|s| s.iter().find(|(f, _)| *f == family)) {
+            let r = match saves.and_then(|s| s.iter().find(|(f, _)| *f == family)) {
                 Some((_, current)) => self.restore_rules_over(family, payload, current),
                 None => self.restore_rules(family, payload),
-            }
-        });
-        let mut failed = None;
-        for (family, r) in results {
+            };
             match r {
                 Ok((changed, fixes)) => {
                     match family {
@@ -420,7 +426,8 @@ impl Dataplane {
                     report.jumps_fixed.extend(fixes);
                 }
                 Err(e) => {
-                    failed.get_or_insert(e);
+                    failed = Some(e);
+                    break;
                 }
             }
         }
@@ -969,6 +976,27 @@ mod tests {
         assert_eq!(
             removal_payload("*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n"),
             ""
+        );
+    }
+
+    #[test]
+    fn a_family_that_fails_stops_the_other_from_committing() {
+        // v4 fails: v6 must not take the new rules (and its new sets), or
+        // the update would be half in force after the rollback.
+        let fake = std::sync::Arc::new(FakeRunner::default());
+        *fake.fail.lock().unwrap() = Some("iptables-nft-restore".into());
+        let dp = Dataplane::new(Box::new(fake.clone()), Backend::Nft);
+        let p = Payloads {
+            ipset: "create tort-a hash:ip\n",
+            iptables_v4: Some("*filter\nCOMMIT\n"),
+            iptables_v6: Some("*filter\nCOMMIT\n"),
+            stale_sets: &[],
+        };
+        assert!(dp.commit(&p, None).is_err());
+        let calls = fake.calls.lock().unwrap();
+        assert!(
+            !calls.iter().any(|c| c.0 == "ip6tables-nft-restore"),
+            "{calls:?}"
         );
     }
 
