@@ -927,7 +927,27 @@ impl Lab {
             .plan
             .node(&pod.node)
             .ok_or_else(|| anyhow!("pod {}: no node {}", pod.id(), pod.node))?;
-        let mut cmd = netns_command(&node.netns, &self.state.cni_bin);
+        self.cni_with(
+            netns_command(&node.netns, &self.state.cni_bin),
+            command,
+            pod,
+        )
+    }
+
+    /// The `tortie-cni` binary the lab runs.
+    pub fn cni_bin(&self) -> &Path {
+        &self.state.cni_bin
+    }
+
+    /// [`Lab::cni`] with the plugin started by `cmd` (which must run
+    /// [`Lab::cni_bin`], e.g. after entering the node's namespace some
+    /// other way): the CNI environment and stdin are added here.
+    pub fn cni_with(
+        &self,
+        mut cmd: std::process::Command,
+        command: &str,
+        pod: &PodPlan,
+    ) -> Result<String> {
         cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &pod.container_id)
             .env("CNI_NETNS", format!("/var/run/netns/{}", pod.netns))

@@ -97,7 +97,12 @@ fn timed_add(lab: &TestLab, pod: &PodPlan) -> Result<(f64, Vec<std::net::IpAddr>
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let t = Instant::now();
-        match lab.cni("ADD", pod) {
+        let out = if kubelet_spawn() {
+            lab.cni_with(plugin_in_node(lab, pod)?, "ADD", pod)
+        } else {
+            lab.cni("ADD", pod)
+        };
+        match out {
             Ok(out) => {
                 let ms = t.elapsed().as_secs_f64() * 1e3;
                 return Ok((ms, cni_result_ips(&out)?));
@@ -108,6 +113,47 @@ fn timed_add(lab: &TestLab, pod: &PodPlan) -> Result<(f64, Vec<std::net::IpAddr>
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `--spawn kubelet` (the default): the plugin is started the way a
+/// kubelet that lives in the node's network namespace starts it, one
+/// fork and one exec of `tortie-cni`, the child entering the node's
+/// namespace before the exec. `--spawn ip-netns-exec`: through `ip netns
+/// exec` as the lab does, which adds a second program (and a mount
+/// namespace) to every ADD.
+fn kubelet_spawn() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    !args
+        .windows(2)
+        .any(|w| w[0] == "--spawn" && w[1] == "ip-netns-exec")
+}
+
+/// `tortie-cni` to be started inside `pod`'s node namespace.
+fn plugin_in_node(lab: &TestLab, pod: &PodPlan) -> Result<Command> {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::process::CommandExt as _;
+    let node = lab
+        .plan()
+        .node(&pod.node)
+        .with_context(|| format!("no node {}", pod.node))?;
+    let path = format!("/var/run/netns/{}", node.netns);
+    let ns = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+    let mut cmd = Command::new(lab.cni_bin());
+    // SAFETY: setns(2) is a plain system call, async-signal-safe, and the
+    // closure allocates nothing, as code between fork and exec must.
+    // Entering the namespace in the child is the whole point (the parent's
+    // threads must stay where they are), so it cannot be done before fork.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    Ok(cmd)
 }
 
 fn main() -> Result<()> {
