@@ -215,6 +215,55 @@ pub fn wait_lab(
     wait_for(what, Duration::from_secs(secs), || cond().then_some(())).map_err(|e| lab.explain(e))
 }
 
+/// The repository's root (where `scripts/lab.sh` is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// Runs `scripts/lab.sh ARGS` as the README shows it, with this build's
+/// binaries; its stdout.
+pub fn lab_sh(args: &[&str], timeout: u64) -> Result<String> {
+    let bins = binaries()?;
+    let out = crate::run_with_timeout(
+        Command::new(repo_root().join("scripts/lab.sh"))
+            .args(args)
+            .env("TORTIE_BIN", &bins.tortie)
+            .env("TORTIE_CNI_BIN", &bins.cni)
+            .current_dir(repo_root()),
+        Duration::from_secs(timeout),
+    )
+    .with_context(|| format!("scripts/lab.sh {}", args.join(" ")))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The network namespaces named `PREFIX-*`.
+pub fn namespaces(prefix: &str) -> Result<Vec<String>> {
+    let out = crate::run_with_timeout(
+        Command::new("ip").args(["netns", "list"]),
+        Duration::from_secs(10),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect())
+}
+
+/// Whether `pid` is a live process (not a zombie), by `/proc/PID/stat`.
+pub fn pid_running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
+        })
+        .is_some_and(|state| state != "Z" && state != "X")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,60 +15,14 @@
 //! The lab runs under a unique `--prefix` and `--run-dir`, so a lab a
 //! developer has up with the defaults is left alone.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::path::Path;
 
 use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use tortie::lab::Lab;
-use tortie_integration::cluster::binaries;
+use tortie_integration::cluster::{lab_sh, namespaces, pid_running};
 use tortie_integration::gobgp::require_gobgp_tor;
-use tortie_integration::{run_with_timeout, unique_prefix};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
-
-fn lab_sh(args: &[&str], timeout: u64) -> Result<String> {
-    let bins = binaries()?;
-    let out = run_with_timeout(
-        Command::new(repo_root().join("scripts/lab.sh"))
-            .args(args)
-            .env("TORTIE_BIN", &bins.tortie)
-            .env("TORTIE_CNI_BIN", &bins.cni)
-            .current_dir(repo_root()),
-        Duration::from_secs(timeout),
-    )
-    .with_context(|| format!("scripts/lab.sh {}", args.join(" ")))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn namespaces(prefix: &str) -> Result<Vec<String>> {
-    let out = run_with_timeout(
-        Command::new("ip").args(["netns", "list"]),
-        Duration::from_secs(10),
-    )?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
-        .map(str::to_string)
-        .collect())
-}
-
-fn running(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, r)| r.split_whitespace().next().map(str::to_string))
-        })
-        .is_some_and(|state| state != "Z" && state != "X")
-}
+use tortie_integration::unique_prefix;
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -237,7 +191,7 @@ fn lab_with_gobgp_tors() -> Result<()> {
     );
     ensure!(left.is_empty(), "lab down left namespaces: {left:?}");
     ensure!(pids.len() == 6, "2 agents, 2 zebras, 2 gobgpds: {pids:?}");
-    let alive: Vec<_> = pids.iter().filter(|p| running(**p)).collect();
+    let alive: Vec<_> = pids.iter().filter(|p| pid_running(**p)).collect();
     ensure!(alive.is_empty(), "lab down left processes: {alive:?}");
     ensure!(!run_dir.exists(), "run dir left (zebra's socket and files)");
     Ok(())
