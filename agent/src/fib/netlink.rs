@@ -827,35 +827,7 @@ mod tests {
 
     #[test]
     fn messages_read_back_as_the_same_route() {
-        let gw4: IpAddr = "192.0.2.12".parse().expect("addr");
-        let gw6: IpAddr = "2001:db8::12".parse().expect("addr");
-        for r in [
-            KernelRoute::blackhole("10.244.1.0/24".parse().expect("net")),
-            KernelRoute::unicast(
-                "10.244.2.0/24".parse().expect("net"),
-                vec![NextHop::via(gw4)],
-            ),
-            KernelRoute::unicast(
-                "10.244.2.0/24".parse().expect("net"),
-                vec![
-                    NextHop::via(gw4),
-                    NextHop::via("192.0.2.13".parse().expect("addr")),
-                ],
-            ),
-            KernelRoute::unicast(
-                "10.244.3.0/24".parse().expect("net"),
-                vec![NextHop::via_dev_onlink(gw4, 9)],
-            ),
-            KernelRoute::unicast("10.244.1.7/32".parse().expect("net"), vec![NextHop::dev(4)]),
-            KernelRoute::unicast("fd00:2::/64".parse().expect("net"), vec![NextHop::via(gw6)]),
-            KernelRoute::unicast(
-                "fd00:2::/64".parse().expect("net"),
-                vec![
-                    NextHop::via(gw6),
-                    NextHop::via("2001:db8::13".parse().expect("addr")),
-                ],
-            ),
-        ] {
+        for r in shapes() {
             assert_eq!(round_trip(&r), r, "{r}");
         }
     }
