@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use ipnet::IpNet;
-use tortie::fib::netlink::RouteSocket;
+use tortie::fib::netlink::{RouteSocket, BATCH_MESSAGES};
 use tortie::fib::{KernelRoute, NextHop, Op, Reconciler, RouteKey, RTPROT_TORTIE};
 use tortie_integration::bgp_util::in_netns;
 use tortie_integration::{require_netns, Netns};
@@ -334,39 +334,17 @@ fn pipelined_batches_name_each_refused_route() -> Result<()> {
     if !require_netns("pipelined_batches_name_each_refused_route", &["ip"]) {
         return Ok(());
     }
-    let node = Netns::new("fibq")?;
-    let peer = Netns::new("fibr")?;
-    node.run(
-        "ip",
-        &[
-            "link", "add", "fibq0", "type", "veth", "peer", "name", "fibr0",
-        ],
-    )?;
-    node.run("ip", &["link", "set", "fibr0", "netns", peer.name()])?;
-    node.run("ip", &["addr", "add", "192.0.2.1/24", "dev", "fibq0"])?;
-    node.run("ip", &["link", "set", "fibq0", "up"])?;
-    peer.run("ip", &["addr", "add", "192.0.2.2/24", "dev", "fibr0"])?;
-    peer.run("ip", &["link", "set", "fibr0", "up"])?;
-    // 5,000 routes: five batches; refusals in the first, a middle and the
-    // last batch, and at a batch's last request (the one that asks for the
-    // acknowledgement).
-    const N: u32 = 5000;
-    let unreachable = [0u32, 1023, 1024, 2500, 4999];
-    let route = move |i: u32| {
-        let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
-        if unreachable.contains(&i) {
-            via(&dst, &["198.51.100.1"])
-        } else {
-            via(&dst, &["192.0.2.2"])
-        }
-    };
+    let (node, _peer) = veth_pair("fibq", "fibr")?;
     let ns_name = node.name().to_string();
     let mut refused = in_netns(&ns_name, move || -> Result<Vec<String>> {
         let mut sock = RouteSocket::open()?;
         let mut r = Reconciler::new();
         r.mark_synced();
-        r.set_all((0..N).map(route));
-        let ops = r.plan(Instant::now());
+        r.set_all((0..N).map(batch_route));
+        // In key order, so that the refusals sit where the comment on
+        // `UNREACHABLE` says (a plan this large goes out spread).
+        let mut ops = r.plan(Instant::now());
+        ops.sort_by_key(|op| op.route().key);
         ensure!(ops.len() == N as usize);
         let mut refused = Vec::new();
         let now = Instant::now();
@@ -376,14 +354,14 @@ fn pipelined_batches_name_each_refused_route() -> Result<()> {
             }
             r.record_one(o, now);
         })?;
-        ensure!(r.installed() == N as usize - unreachable.len());
-        ensure!(r.failed().len() == unreachable.len());
+        ensure!(r.installed() == N as usize - UNREACHABLE.len());
+        ensure!(r.failed().len() == UNREACHABLE.len());
         let dumped = sock.dump(RTPROT_TORTIE)?.len();
         ensure!(dumped == r.installed(), "kernel has {dumped}");
         // Withdraw everything (also pipelined).
         r.set_all([]);
         let ops = r.plan(Instant::now() + std::time::Duration::from_secs(60));
-        ensure!(ops.len() == N as usize - unreachable.len(), "{}", ops.len());
+        ensure!(ops.len() == N as usize - UNREACHABLE.len(), "{}", ops.len());
         sock.apply_each(RTPROT_TORTIE, ops, |o| {
             if let Err(reason) = &o.result {
                 refused.push(format!("withdraw {} {reason}", o.op.route().key.dst));
@@ -394,11 +372,124 @@ fn pipelined_batches_name_each_refused_route() -> Result<()> {
         Ok(refused)
     })?;
     refused.sort();
-    let mut want: Vec<String> = unreachable
+    ensure!(refused == unreachable_reasons(), "refused {refused:?}");
+    Ok(())
+}
+
+/// As the FIB service does it: a plan made batch by batch while the kernel
+/// works (`start_plan`, `next_ops`, `apply_planned`), large enough to go out
+/// in spread order, then a withdrawal of everything, planned by a walk of
+/// the table. Refusals are still named, routes the kernel took are all
+/// there, and nothing is left behind.
+#[test]
+fn a_plan_made_while_the_kernel_works_installs_and_withdraws_everything() -> Result<()> {
+    if !require_netns(
+        "a_plan_made_while_the_kernel_works_installs_and_withdraws_everything",
+        &["ip"],
+    ) {
+        return Ok(());
+    }
+    let (node, _peer) = veth_pair("fibl", "fibm")?;
+    let ns_name = node.name().to_string();
+    let mut refused = in_netns(&ns_name, move || -> Result<Vec<String>> {
+        let mut sock = RouteSocket::open()?;
+        let mut r = Reconciler::new();
+        r.mark_synced();
+        r.set_all((0..N).map(batch_route));
+        let mut refused = Vec::new();
+        let mut sizes = Vec::new();
+        let now = Instant::now();
+        let mut apply = |r: &mut Reconciler, sock: &mut RouteSocket, refused: &mut Vec<String>| {
+            r.start_plan(now);
+            sock.apply_planned(
+                RTPROT_TORTIE,
+                r,
+                |r| {
+                    let ops = r.next_ops(BATCH_MESSAGES);
+                    sizes.push(ops.len());
+                    ops
+                },
+                |r, o| {
+                    if let Err(reason) = &o.result {
+                        refused.push(format!("{} {reason}", o.op.route().key.dst));
+                    }
+                    r.record_one(o, now);
+                },
+            )
+        };
+        apply(&mut r, &mut sock, &mut refused)?;
+        ensure!(r.installed() == N as usize - UNREACHABLE.len());
+        ensure!(r.failed().len() == UNREACHABLE.len());
+        let dumped: Vec<KernelRoute> = sock.dump(RTPROT_TORTIE)?;
+        let mut want: Vec<KernelRoute> = (0..N)
+            .filter(|i| !UNREACHABLE.contains(i))
+            .map(batch_route)
+            .collect();
+        let mut got: Vec<KernelRoute> = dumped;
+        got.sort();
+        want.sort();
+        ensure!(got.len() == want.len(), "kernel has {}", got.len());
+        for (g, w) in got.iter().zip(&want) {
+            ensure!(
+                g.key == w.key && w.target.satisfied_by(&g.target),
+                "{g} vs {w}"
+            );
+        }
+        r.set_all([]);
+        apply(&mut r, &mut sock, &mut refused)?;
+        ensure!(sock.dump(RTPROT_TORTIE)?.is_empty(), "routes left behind");
+        ensure!(r.installed() == 0 && r.desired() == 0);
+        ensure!(
+            sizes.iter().all(|&n| n <= BATCH_MESSAGES),
+            "batches of {sizes:?}"
+        );
+        Ok(refused)
+    })?;
+    refused.sort();
+    ensure!(refused == unreachable_reasons(), "refused {refused:?}");
+    Ok(())
+}
+
+/// Routes of the batch tests: five batches' worth.
+const N: u32 = 5000;
+
+/// Routes via an unreachable gateway: in key order, in the first, a middle
+/// and the last batch, and at a batch's last request (the one that asks
+/// for the acknowledgement).
+const UNREACHABLE: [u32; 5] = [0, 1023, 1024, 2500, 4999];
+
+fn batch_route(i: u32) -> KernelRoute {
+    let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
+    if UNREACHABLE.contains(&i) {
+        via(&dst, &["198.51.100.1"])
+    } else {
+        via(&dst, &["192.0.2.2"])
+    }
+}
+
+fn unreachable_reasons() -> Vec<String> {
+    let mut want: Vec<String> = UNREACHABLE
         .iter()
-        .map(|i| format!("{} Network is unreachable", route(*i).key.dst))
+        .map(|i| format!("{} Network is unreachable", batch_route(*i).key.dst))
         .collect();
     want.sort();
-    ensure!(refused == want, "refused {refused:?}, want {want:?}");
-    Ok(())
+    want
+}
+
+/// `node` (192.0.2.1/24 on `{node}0`) and `peer` (192.0.2.2/24) joined by
+/// a veth.
+fn veth_pair(node: &str, peer: &str) -> Result<(Netns, Netns)> {
+    let n = Netns::new(node)?;
+    let p = Netns::new(peer)?;
+    let (a, b) = (format!("{node}0"), format!("{peer}0"));
+    n.run(
+        "ip",
+        &["link", "add", &a, "type", "veth", "peer", "name", &b],
+    )?;
+    n.run("ip", &["link", "set", &b, "netns", p.name()])?;
+    n.run("ip", &["addr", "add", "192.0.2.1/24", "dev", &a])?;
+    n.run("ip", &["link", "set", &a, "up"])?;
+    p.run("ip", &["addr", "add", "192.0.2.2/24", "dev", &b])?;
+    p.run("ip", &["link", "set", &b, "up"])?;
+    Ok((n, p))
 }

@@ -11,8 +11,8 @@
 //! sequence number, so one round trip settles a whole batch. This is what
 //! makes a million routes take seconds instead of minutes (`ip -batch`
 //! waits for each request in turn). With more than one batch, a second
-//! thread sends while the caller encodes the next batch and records the
-//! last one's outcomes ([`RouteSocket::apply_each`]).
+//! thread sends while the caller plans and encodes the next batch and
+//! records the last one's outcomes ([`RouteSocket::apply_planned`]).
 
 use std::collections::VecDeque;
 use std::io;
@@ -206,42 +206,66 @@ impl RouteSocket {
     /// record them while the kernel works on the next batch). An error of
     /// one route never stops the others. `Err` only when the socket itself
     /// fails; the operations not handed back by then have an unknown fate.
-    ///
-    /// More than one batch: a second thread does the `sendmsg`s and reads
-    /// the acknowledgements while this one encodes the next batch and
-    /// hands out the outcomes of the previous one. The kernel installs a
-    /// batch's routes inside `sendmsg`, so with two cores tortie's own work
-    /// hides behind the kernel's. Batches stay in order on one socket, so
-    /// sequence numbers still name each route.
     pub fn apply_each(
         &mut self,
         protocol: u8,
         ops: Vec<Op>,
         mut on_outcome: impl FnMut(OpOutcome),
     ) -> Result<(), FibError> {
-        if ops.len() <= BATCH_MESSAGES {
-            if ops.is_empty() {
+        let mut ops = ops.into_iter();
+        self.apply_planned(
+            protocol,
+            &mut ops,
+            |ops| ops.by_ref().take(BATCH_MESSAGES).collect(),
+            |_, o| on_outcome(o),
+        )
+    }
+
+    /// Applies operations made batch by batch: `next_batch` gives at most
+    /// [`BATCH_MESSAGES`] operations, fewer only when there are no more
+    /// (then none), and `on_outcome` gets each one's outcome, in order.
+    /// Both get `state` (a reconciler planning lazily, say), one at a time.
+    /// An error of one route never stops the others. `Err` only when the
+    /// socket itself fails; the operations not handed back by then have an
+    /// unknown fate.
+    ///
+    /// More than one batch: a second thread does the `sendmsg`s and reads
+    /// the acknowledgements while this one makes and encodes the next batch
+    /// and hands out the outcomes of the previous one. The kernel installs
+    /// a batch's routes inside `sendmsg`, so with two cores tortie's own
+    /// work, planning included, hides behind the kernel's. Batches stay in
+    /// order on one socket, so sequence numbers still name each route.
+    pub fn apply_planned<S: ?Sized>(
+        &mut self,
+        protocol: u8,
+        state: &mut S,
+        mut next_batch: impl FnMut(&mut S) -> Vec<Op>,
+        mut on_outcome: impl FnMut(&mut S, OpOutcome),
+    ) -> Result<(), FibError> {
+        let first = next_batch(state);
+        if first.len() < BATCH_MESSAGES {
+            if first.is_empty() {
                 return Ok(());
             }
             let mut out = std::mem::take(&mut self.out);
-            let first_seq = self.encode_batch(&mut out, &ops, protocol);
+            let first_seq = self.encode_batch(&mut out, &first, protocol);
             let sent = Sent {
                 buf: out,
                 first_seq,
-                count: ops.len(),
+                count: first.len(),
             };
             let done = send_and_collect(&self.sock, &mut self.inbuf, sent)?;
             self.out = done.buf;
-            hand_out(ops, &done.errors, &mut on_outcome);
+            hand_out(first, &done.errors, &mut |o| on_outcome(state, o));
             return Ok(());
         }
-        let mut ops = ops.into_iter();
+        let mut first = Some(first);
         let mut recv_buf = std::mem::take(&mut self.inbuf);
         let sock = &self.sock;
         let mut seq = self.seq;
         let result = std::thread::scope(|scope| {
             // Two batches queued: one in the kernel, one ready behind it,
-            // while this thread encodes a third.
+            // while this thread makes a third.
             let (to_sender, batches) = mpsc::sync_channel::<Sent>(2);
             let (done_tx, done_rx) = mpsc::channel::<Result<Done, FibError>>();
             let sender = scope.spawn(move || {
@@ -259,13 +283,14 @@ impl RouteSocket {
             let mut failure = None;
             // Hands out one finished batch; false once the sender failed.
             let mut finish = |done: Result<Done, FibError>,
+                              state: &mut S,
                               in_flight: &mut VecDeque<Vec<Op>>,
                               spare: &mut Vec<Vec<u8>>,
                               failure: &mut Option<FibError>| {
                 match done {
                     Ok(done) => {
                         let batch = in_flight.pop_front().unwrap_or_default();
-                        hand_out(batch, &done.errors, &mut on_outcome);
+                        hand_out(batch, &done.errors, &mut |o| on_outcome(state, o));
                         spare.push(done.buf);
                         true
                     }
@@ -276,7 +301,10 @@ impl RouteSocket {
                 }
             };
             'send: loop {
-                let batch: Vec<Op> = ops.by_ref().take(BATCH_MESSAGES).collect();
+                let batch = match first.take() {
+                    Some(b) => b,
+                    None => next_batch(state),
+                };
                 if batch.is_empty() {
                     break;
                 }
@@ -312,7 +340,7 @@ impl RouteSocket {
                             Err(_) => break,
                         }
                     };
-                    if !finish(done, &mut in_flight, &mut spare, &mut failure) {
+                    if !finish(done, state, &mut in_flight, &mut spare, &mut failure) {
                         break 'send;
                     }
                 }
@@ -321,7 +349,7 @@ impl RouteSocket {
             while failure.is_none() && !in_flight.is_empty() {
                 match done_rx.recv() {
                     Ok(done) => {
-                        finish(done, &mut in_flight, &mut spare, &mut failure);
+                        finish(done, state, &mut in_flight, &mut spare, &mut failure);
                     }
                     Err(_) => break,
                 }
@@ -448,7 +476,7 @@ fn ack_of(msg: &[u8]) -> Option<(u32, i32)> {
 }
 
 /// Pairs a batch's operations with the kernel's answers.
-fn hand_out(batch: Vec<Op>, errors: &[(usize, i32)], on_outcome: &mut impl FnMut(OpOutcome)) {
+fn hand_out(batch: Vec<Op>, errors: &[(usize, i32)], on_outcome: &mut dyn FnMut(OpOutcome)) {
     let mut errors = errors.iter().peekable();
     for (i, op) in batch.into_iter().enumerate() {
         let mut result = Ok(());

@@ -53,7 +53,7 @@ use tracing::{debug, error, info, warn};
 use super::compose::{Composer, EncapContext};
 use super::encap::{Encap, Mtus, PoolEncap};
 use super::link::{LinkSocket, LinkWatcher, RouteWatcher};
-use super::netlink::RouteSocket;
+use super::netlink::{RouteSocket, BATCH_MESSAGES};
 use super::route::{KernelRoute, RouteKey, RouteTarget, MAIN_TABLE};
 use super::speaker::fib_route;
 use super::tunnels::{path_mtus, reconcile_links, reconcile_vxlan_remotes, TunnelState};
@@ -677,32 +677,43 @@ fn run(
             }
             next_resync = now + fib.settings.resync;
         }
-        let ops = fib.rec.plan(now);
-        if !ops.is_empty() {
-            fib.note_ipip_remotes(ops.iter().filter_map(|op| match op {
-                Op::Add(r) | Op::Replace(r) => Some(r),
-                Op::Delete(_) => None,
-            }));
-            let n = ops.len();
-            let rec = &mut fib.rec;
-            // Outcomes are recorded batch by batch while the kernel works
-            // on the next one.
-            let applied = sock.apply_each(RTPROT_TORTIE, ops, |o| {
-                if let Err(why) = &o.result {
-                    warn!(
-                        "FIB: the kernel refused to {} {}: {why}; retrying with backoff",
-                        o.op.verb(),
-                        o.op.route()
-                    );
-                }
-                rec.record_one(o, now);
-            });
+        if fib.rec.has_work() {
+            // Planned batch by batch: a full table's first routes reach the
+            // kernel while the rest is still being planned, and outcomes
+            // are recorded while the kernel works on the next batch.
+            fib.rec.start_plan(now);
+            let mut n = 0usize;
+            let applied = sock.apply_planned(
+                RTPROT_TORTIE,
+                &mut fib,
+                |fib| {
+                    let ops = fib.rec.next_ops(BATCH_MESSAGES);
+                    n += ops.len();
+                    fib.note_ipip_remotes(ops.iter().filter_map(|op| match op {
+                        Op::Add(r) | Op::Replace(r) => Some(r),
+                        Op::Delete(_) => None,
+                    }));
+                    ops
+                },
+                |fib, o| {
+                    if let Err(why) = &o.result {
+                        warn!(
+                            "FIB: the kernel refused to {} {}: {why}; retrying with backoff",
+                            o.op.verb(),
+                            o.op.route()
+                        );
+                    }
+                    fib.rec.record_one(o, now);
+                },
+            );
             match applied {
-                Ok(()) => debug!("FIB: applied {n} ops"),
+                Ok(()) if n > 0 => debug!("FIB: applied {n} ops"),
+                Ok(()) => {}
                 Err(e) => {
                     // Nothing is known about the ops not recorded; a dump
-                    // soon re-marks whatever the kernel lacks.
-                    warn!("FIB: applying {n} route changes failed: {e}");
+                    // soon re-marks whatever the kernel lacks. The keys not
+                    // planned yet stay dirty for the next plan.
+                    warn!("FIB: applying route changes failed after {n} ops: {e}");
                     next_resync = now + Duration::from_secs(1);
                 }
             }
