@@ -190,60 +190,78 @@ fn order(key: &RouteKey) -> (u32, bool, u128, u8) {
     (key.table, v6, addr, key.dst.prefix_len())
 }
 
-/// Plans at least this long are made in bit-reversed order (see
-/// [`PlanOrder`]); shorter ones in key order, which is easier to read.
+/// Plans with at least this many IPv4 keys send those in bit-reversed
+/// order (see [`Spread`]); shorter ones go in key order, which is easier
+/// to read.
 pub const SPREAD_MIN: usize = 1024;
 
-/// The order a plan's keys are planned, and so sent to the kernel, in.
+/// The order a plan's items (keys to plan, or operations planned already)
+/// go to the kernel in.
 ///
-/// Large plans go in bit-reversed index order over the sorted keys: key
-/// `rev(0)`, `rev(1)`, ... — the first keys sent are spread over the whole
-/// range, then the gaps between them are filled in, each pass at twice
-/// the density. The kernel's IPv4 FIB (a level-compressed trie, resized
-/// as nodes fill or empty) does much less resizing that way than in key
-/// order, which fills or empties one subtree at a time: measured with a
-/// bare netlink writer (`fib_order_exp`, docs/benchmarks.md), 100k /28s
-/// install in 0.13 s instead of 0.18 s and are deleted in 0.08 s instead of
-/// 0.23 s; at 1M, 1.27 s instead of 1.8-2.3 s and 1.44 s instead of 2.6 s.
+/// IPv4: bit-reversed index order over the sorted keys, key `rev(0)`,
+/// `rev(1)`, ...: the first routes sent are spread over the whole range,
+/// then the gaps between them are filled in, each pass at twice the
+/// density. The kernel's IPv4 FIB (a level-compressed trie, resized as
+/// nodes fill or empty) does much less resizing that way than in key
+/// order, which fills or empties one subtree at a time. Measured with the
+/// bare netlink writer of `fib_bench` (docs/benchmarks.md), 100k /28s go
+/// in 0.12 s instead of 0.17 s and out in 0.05 s instead of 0.20-0.23 s; 1M
+/// in 1.1 s instead of 1.7 s and out in 0.7 s instead of 2.3 s.
+///
+/// IPv6 (a radix tree, not resized): key order, after the IPv4 routes. The
+/// same writer with 100k /124s was 1.25x slower to install and 1.3x to
+/// delete in bit-reversed order (1M: 1.0-1.5x and 1.6x), so IPv6 is not
+/// spread.
+///
 /// Routes of one plan never depend on each other (a gateway must be on a
 /// connected route), so any order is correct.
-#[derive(Debug, Default)]
-struct PlanOrder {
-    keys: Vec<RouteKey>,
-    /// Next index in the permutation's domain (`0..2^bits`).
-    cursor: usize,
-    /// `Some(bits)` when spreading: index `i` of the domain is key
-    /// `reverse(i)` over `bits` bits, skipped when beyond the keys.
+#[derive(Debug)]
+struct Spread<T> {
+    /// Sorted; the first `spread` items (IPv4) go bit-reversed, the rest
+    /// in order. `None` once handed out.
+    items: Vec<Option<T>>,
+    spread: usize,
+    /// `Some(bits)` when spreading: index `i` of the domain `0..2^bits` is
+    /// item `reverse(i)` over `bits` bits, skipped when not below `spread`.
     bits: Option<u32>,
-    /// Keys not yet handed out.
+    /// Next index: in the domain while spreading, then into `items`.
+    cursor: usize,
+    spreading: bool,
+    /// Items not yet handed out.
     left: usize,
-    /// Operations planned already by a scan of the table (see
-    /// `Reconciler::start_plan`), sorted by key, handed out in the same
-    /// spread order as `keys`.
-    ready: Vec<Option<Op>>,
 }
 
-impl PlanOrder {
-    fn new(keys: Vec<RouteKey>) -> Self {
-        let n = keys.len();
-        let bits = (n >= SPREAD_MIN).then(|| n.next_power_of_two().trailing_zeros());
-        PlanOrder {
-            keys,
+impl<T> Default for Spread<T> {
+    fn default() -> Self {
+        Spread {
+            items: Vec::new(),
+            spread: 0,
+            bits: None,
             cursor: 0,
-            bits,
-            left: n,
-            ready: Vec::new(),
+            spreading: false,
+            left: 0,
         }
     }
+}
 
-    /// A plan made already: `ops` sorted by key.
-    fn ready(ops: Vec<Op>) -> Self {
-        let n = ops.len();
-        PlanOrder {
-            bits: (n >= SPREAD_MIN).then(|| n.next_power_of_two().trailing_zeros()),
-            left: n,
-            ready: ops.into_iter().map(Some).collect(),
-            ..PlanOrder::default()
+impl<T> Spread<T> {
+    /// `items` sorted by key; `is_v4` tells the IPv4 ones, which go first
+    /// (a stable partition: both parts stay sorted).
+    fn new(items: Vec<T>, is_v4: impl Fn(&T) -> bool) -> Self {
+        let (v4, v6): (Vec<T>, Vec<T>) = items.into_iter().partition(|t| is_v4(t));
+        let spread = v4.len();
+        let left = spread + v6.len();
+        let bits = (spread >= SPREAD_MIN).then(|| spread.next_power_of_two().trailing_zeros());
+        let mut items: Vec<Option<T>> = Vec::with_capacity(left);
+        items.extend(v4.into_iter().map(Some));
+        items.extend(v6.into_iter().map(Some));
+        Spread {
+            items,
+            spread,
+            bits,
+            cursor: 0,
+            spreading: bits.is_some(),
+            left,
         }
     }
 
@@ -251,49 +269,74 @@ impl PlanOrder {
         self.left
     }
 
-    /// The next index into `keys` or `ready`.
-    fn next_index(&mut self, len: usize) -> Option<usize> {
-        if self.left == 0 {
-            return None;
-        }
-        loop {
-            let i = self.cursor;
-            self.cursor += 1;
-            let at = match self.bits {
-                None => i,
-                Some(0) => 0,
-                Some(bits) => i.reverse_bits() >> (usize::BITS - bits),
+    fn next(&mut self) -> Option<T> {
+        while self.left > 0 {
+            let at = if self.spreading {
+                let bits = self.bits.unwrap_or(0);
+                let i = self.cursor;
+                self.cursor += 1;
+                if self.cursor >> bits != 0 {
+                    // The domain is done: the rest in order.
+                    self.spreading = false;
+                    self.cursor = self.spread;
+                }
+                let at = i.reverse_bits() >> (usize::BITS - bits);
+                if at >= self.spread {
+                    continue;
+                }
+                at
+            } else {
+                let at = self.cursor;
+                self.cursor += 1;
+                at
             };
-            if at < len {
+            if let Some(item) = self.items.get_mut(at).and_then(Option::take) {
                 self.left -= 1;
-                return Some(at);
+                if self.left == 0 {
+                    self.items = Vec::new();
+                }
+                return Some(item);
             }
         }
+        None
+    }
+}
+
+/// The plan in progress: keys still to plan, or operations planned
+/// already by a scan of the table (see `Reconciler::start_plan`).
+#[derive(Debug, Default)]
+struct PlanOrder {
+    keys: Spread<RouteKey>,
+    ready: Spread<Op>,
+}
+
+impl PlanOrder {
+    /// Keys to plan, sorted.
+    fn new(keys: Vec<RouteKey>) -> Self {
+        PlanOrder {
+            keys: Spread::new(keys, |k| k.dst.addr().is_ipv4()),
+            ready: Spread::default(),
+        }
+    }
+
+    /// A plan made already: `ops` sorted by key.
+    fn ready(ops: Vec<Op>) -> Self {
+        PlanOrder {
+            keys: Spread::default(),
+            ready: Spread::new(ops, |op| op.route().key.dst.addr().is_ipv4()),
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.keys.left() + self.ready.left()
     }
 
     fn next_key(&mut self) -> Option<RouteKey> {
-        if !self.ready.is_empty() {
-            return None;
-        }
-        let at = self.next_index(self.keys.len());
-        if at.is_none() {
-            self.keys.clear();
-        }
-        at.and_then(|at| self.keys.get(at).copied())
+        self.keys.next()
     }
 
     fn next_ready(&mut self) -> Option<Op> {
-        if self.ready.is_empty() {
-            return None;
-        }
-        let at = self.next_index(self.ready.len());
-        let op = at
-            .and_then(|at| self.ready.get_mut(at))
-            .and_then(Option::take);
-        if self.left == 0 {
-            self.ready.clear();
-        }
-        op
+        self.ready.next()
     }
 }
 
@@ -1126,6 +1169,41 @@ pub(crate) mod tests {
             got.sort();
             assert_eq!(got, keys, "every key once at {n}");
         }
+    }
+
+    #[test]
+    fn ipv6_keys_follow_the_spread_ipv4_ones_in_key_order() {
+        let v4: Vec<RouteKey> = (0..2000u32)
+            .map(|i| RouteKey {
+                table: MAIN_TABLE,
+                dst: IpNet::V4(
+                    ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(i << 8), 24).expect("prefix"),
+                ),
+            })
+            .collect();
+        let v6: Vec<RouteKey> = (0..10u128)
+            .map(|i| RouteKey {
+                table: MAIN_TABLE,
+                dst: IpNet::V6(
+                    ipnet::Ipv6Net::new(
+                        std::net::Ipv6Addr::from((0xfd00u128 << 112) | (i << 64)),
+                        64,
+                    )
+                    .expect("prefix"),
+                ),
+            })
+            .collect();
+        let mut all: Vec<RouteKey> = v4.iter().chain(&v6).copied().collect();
+        all.sort_unstable_by_key(order);
+        let mut plan = PlanOrder::new(all);
+        let got: Vec<RouteKey> = std::iter::from_fn(|| plan.next_key()).collect();
+        assert_eq!(got.len(), 2010);
+        assert_eq!(got[0], v4[0]);
+        assert_eq!(got[1], v4[1024], "IPv4 spread over 2^11 slots");
+        assert_eq!(&got[2000..], &v6[..], "IPv6 last, in key order");
+        let mut back = got[..2000].to_vec();
+        back.sort();
+        assert_eq!(back, v4);
     }
 
     #[test]

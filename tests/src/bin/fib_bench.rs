@@ -4,7 +4,8 @@
 //!
 //! A bench, not a test: run it by hand as root, never from the suite:
 //! `cargo run --release -p tortie-integration --bin fib_bench [-- --quick]`
-//! (`--quick`: 10k and 100k routes instead of 100k and 1M; `--sizes
+//! (`--ipv6`: /124s of fd00::/16 via 2001:db8::2 instead;
+//! `--quick`: 10k and 100k routes instead of 100k and 1M; `--sizes
 //! 1000000` any list; `--only bare,tortie` a subset of the writers
 //! (`bare`, `spread`, `tortie`, `bird`, `ip`), for iterating on one of
 //! them; the published table runs them all).
@@ -18,6 +19,7 @@
 //!   ns "fib" (fresh for every measurement)      ns "gw"
 //!   fb0 192.0.2.1/24  ───────── veth ─────────  gw0 192.0.2.2/24
 //!   N routes 10.0.0.0/8 split in /28s, via 192.0.2.2
+//!   (--ipv6: 2001:db8::1/64 ── 2001:db8::2/64, /124s of fd00::/16)
 //! ```
 //!
 //! No packet is sent anywhere: only routes are written. Timing starts when
@@ -26,26 +28,48 @@
 //! of BIRD's kernel routes counts N).
 
 use std::fmt::Write as _;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use ipnet::{IpNet, Ipv4Net};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use tortie::fib::netlink::{RouteSocket, BATCH_MESSAGES};
 use tortie::fib::{KernelRoute, NextHop, Reconciler, RTPROT_TORTIE};
 use tortie_integration::bgp_util::in_netns;
 use tortie_integration::{require_netns, run_with_timeout, wait_for, Netns};
 
-const GW: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const GW4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const GW6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+/// `--ipv6`: the routes are /124s of fd00::/16 via 2001:db8::2.
+static IPV6: AtomicBool = AtomicBool::new(false);
+
+fn ipv6() -> bool {
+    IPV6.load(Ordering::Relaxed)
+}
+
+fn gw() -> IpAddr {
+    if ipv6() {
+        IpAddr::V6(GW6)
+    } else {
+        IpAddr::V4(GW4)
+    }
+}
 const RTPROT_BARE: u8 = 53;
 const RTPROT_IP: u8 = 54;
 const RTPROT_BIRD: u8 = 12;
 
-fn prefix(i: u32) -> Ipv4Net {
+fn prefix(i: u32) -> IpNet {
+    if ipv6() {
+        let addr = (0xfd00u128 << 112) | (u128::from(i) << 4);
+        return IpNet::V6(Ipv6Net::new(Ipv6Addr::from(addr), 124).expect("/124 is valid"));
+    }
     // 10.0.0.0/8 holds 2^20 /28s.
     let addr = 0x0a00_0000u32 | (i << 4);
-    Ipv4Net::new(Ipv4Addr::from(addr), 28).expect("/28 is valid")
+    IpNet::V4(Ipv4Net::new(Ipv4Addr::from(addr), 28).expect("/28 is valid"))
 }
 
 fn fresh_pair() -> Result<(Netns, Netns)> {
@@ -57,8 +81,16 @@ fn fresh_pair() -> Result<(Netns, Netns)> {
     )?;
     fib.run("ip", &["link", "set", "gw0", "netns", gw.name()])?;
     fib.run("ip", &["addr", "add", "192.0.2.1/24", "dev", "fb0"])?;
+    fib.run(
+        "ip",
+        &["addr", "add", "2001:db8::1/64", "dev", "fb0", "nodad"],
+    )?;
     fib.run("ip", &["link", "set", "fb0", "up"])?;
     gw.run("ip", &["addr", "add", "192.0.2.2/24", "dev", "gw0"])?;
+    gw.run(
+        "ip",
+        &["addr", "add", "2001:db8::2/64", "dev", "gw0", "nodad"],
+    )?;
     gw.run("ip", &["link", "set", "gw0", "up"])?;
     Ok((fib, gw))
 }
@@ -84,7 +116,7 @@ fn tortie(n: u32) -> Result<Timing> {
         let mut r = Reconciler::new();
         r.mark_synced();
         let routes: Vec<KernelRoute> = (0..n)
-            .map(|i| KernelRoute::unicast(IpNet::V4(prefix(i)), vec![NextHop::via(IpAddr::V4(GW))]))
+            .map(|i| KernelRoute::unicast(prefix(i), vec![NextHop::via(gw())]))
             .collect();
         let t0 = Instant::now();
         r.set_all(routes);
@@ -153,7 +185,8 @@ fn bit_reversed(n: u32) -> Vec<u32> {
 /// one ack per batch, nothing else; routes in the given order.
 fn bare_batch(sock: &Socket, order: &[u32], msg_type: u16) -> Result<()> {
     const BATCH: usize = 1024;
-    let mut buf: Vec<u8> = Vec::with_capacity(BATCH * 44);
+    let v6 = ipv6();
+    let mut buf: Vec<u8> = Vec::with_capacity(BATCH * 68);
     let mut rbuf: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut seq = 0u32;
     for chunk in order.chunks(BATCH) {
@@ -163,21 +196,29 @@ fn bare_batch(sock: &Socket, order: &[u32], msg_type: u16) -> Result<()> {
             let last = k + 1 == chunk.len();
             let flags: u16 =
                 1 | if msg_type == 24 { 0x400 | 0x100 } else { 0 } | if last { 4 } else { 0 };
-            buf.extend_from_slice(&44u32.to_ne_bytes());
+            // nlmsghdr, rtmsg (family, dst_len, src_len, tos, table,
+            // protocol, scope, type, flags), RTA_DST, RTA_GATEWAY.
+            let (family, addr_len, dst_len) = if v6 { (10u8, 16u16, 124u8) } else { (2, 4, 28) };
+            let len = 16 + 12 + 2 * u32::from(4 + addr_len);
+            buf.extend_from_slice(&len.to_ne_bytes());
             buf.extend_from_slice(&msg_type.to_ne_bytes());
             buf.extend_from_slice(&flags.to_ne_bytes());
             buf.extend_from_slice(&seq.to_ne_bytes());
             buf.extend_from_slice(&0u32.to_ne_bytes());
-            // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags
-            buf.extend_from_slice(&[2, 28, 0, 0, 254, RTPROT_BARE, 0, 1]);
+            buf.extend_from_slice(&[family, dst_len, 0, 0, 254, RTPROT_BARE, 0, 1]);
             buf.extend_from_slice(&0u32.to_ne_bytes());
-            // RTA_DST, RTA_GATEWAY
-            buf.extend_from_slice(&8u16.to_ne_bytes());
+            buf.extend_from_slice(&(4 + addr_len).to_ne_bytes());
             buf.extend_from_slice(&1u16.to_ne_bytes());
-            buf.extend_from_slice(&prefix(i).network().octets());
-            buf.extend_from_slice(&8u16.to_ne_bytes());
+            match prefix(i) {
+                IpNet::V4(p) => buf.extend_from_slice(&p.network().octets()),
+                IpNet::V6(p) => buf.extend_from_slice(&p.network().octets()),
+            }
+            buf.extend_from_slice(&(4 + addr_len).to_ne_bytes());
             buf.extend_from_slice(&5u16.to_ne_bytes());
-            buf.extend_from_slice(&GW.octets());
+            match gw() {
+                IpAddr::V4(g) => buf.extend_from_slice(&g.octets()),
+                IpAddr::V6(g) => buf.extend_from_slice(&g.octets()),
+            }
         }
         sock.send(&buf, 0).context("bare send")?;
         'acks: loop {
@@ -243,7 +284,7 @@ fn ip_batch(n: u32) -> Result<Timing> {
     let mut del = String::with_capacity(n as usize * 40);
     for i in 0..n {
         let p = prefix(i);
-        let _ = writeln!(add, "route add {p} via {GW} proto {RTPROT_IP}");
+        let _ = writeln!(add, "route add {p} via {} proto {RTPROT_IP}", gw());
         let _ = writeln!(del, "route del {p} proto {RTPROT_IP}");
     }
     std::fs::write(&add_file, add)?;
@@ -276,10 +317,17 @@ fn bird(n: u32) -> Result<Timing> {
     let ctl = dir.path().join("bird.ctl");
     let mut c = String::with_capacity(n as usize * 40);
     c.push_str("router id 192.0.2.1;\nprotocol device {}\n");
-    c.push_str("protocol kernel k4 { ipv4 { export all; }; merge paths off; }\n");
-    c.push_str("protocol static bench { disabled; ipv4; check link off;\n");
+    let channel = if ipv6() { "ipv6" } else { "ipv4" };
+    let _ = writeln!(
+        c,
+        "protocol kernel kern {{ {channel} {{ export all; }}; merge paths off; }}"
+    );
+    let _ = writeln!(
+        c,
+        "protocol static bench {{ disabled; {channel}; check link off;"
+    );
     for i in 0..n {
-        let _ = writeln!(c, "  route {} via {GW};", prefix(i));
+        let _ = writeln!(c, "  route {} via {};", prefix(i), gw());
     }
     c.push_str("}\n");
     std::fs::write(&conf, c)?;
@@ -334,6 +382,7 @@ fn main() -> Result<()> {
             .cloned()
     };
     let quick = args.iter().any(|a| a == "--quick");
+    IPV6.store(args.iter().any(|a| a == "--ipv6"), Ordering::Relaxed);
     let sizes: Vec<u32> = match value_of("--sizes") {
         Some(list) => list
             .split(',')
@@ -369,13 +418,19 @@ fn main() -> Result<()> {
         if runs("tortie") {
             eprintln!("fib_bench: {n} routes: tortie");
             let t = tortie(n)?;
-            if let Some(sp) = spread {
+            // tortie spreads IPv4 only (fib::reconcile::Spread).
+            let (order, same) = if ipv6() {
+                ("key", Some(b))
+            } else {
+                ("bit-reversed", spread)
+            };
+            if let Some(same) = same {
                 let _ = writeln!(
                     same_order,
-                    "{n} routes: tortie vs the bare writer in tortie's (bit-reversed) order: \
+                    "{n} routes: tortie vs the bare writer in tortie's ({order}) order: \
                      install {:.2}x, withdraw {:.2}x",
-                    t.add.as_secs_f64() / sp.add.as_secs_f64(),
-                    t.del.as_secs_f64() / sp.del.as_secs_f64()
+                    t.add.as_secs_f64() / same.add.as_secs_f64(),
+                    t.del.as_secs_f64() / same.del.as_secs_f64()
                 );
             }
             rows.push(("**tortie**", t));
