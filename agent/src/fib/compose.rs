@@ -12,8 +12,9 @@
 //!   are reference-counted here; the link layer turns them into neighbour
 //!   and FDB entries.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -43,7 +44,7 @@ impl EncapContext {
             return plain.clone();
         };
         let mode = pool_mode(&self.pools, &plain.key.dst);
-        let hops = hops
+        let encapsulated: Vec<NextHop> = hops
             .iter()
             .map(|h| match h.gateway {
                 Some(gw) if h.ifindex.is_none() => {
@@ -61,9 +62,13 @@ impl EncapContext {
                 _ => *h,
             })
             .collect();
+        if encapsulated[..] == hops[..] {
+            // Nothing to encapsulate: share the plain set.
+            return plain.clone();
+        }
         KernelRoute {
             key: plain.key,
-            target: RouteTarget::Unicast(sort_hops(hops)),
+            target: RouteTarget::Unicast(sort_hops(encapsulated).into()),
         }
     }
 
@@ -97,6 +102,10 @@ pub struct Composer {
     local_owner: HashMap<RouteKey, String>,
     /// VXLAN remote → number of installed-form routes using it.
     vxlan_remotes: BTreeMap<IpAddr, usize>,
+    /// One copy of each next-hop set in use (see [`Composer::intern`]).
+    hop_sets: HashSet<Arc<[NextHop]>>,
+    /// `hop_sets` after its last pruning.
+    hop_sets_pruned: usize,
 }
 
 impl Composer {
@@ -119,6 +128,28 @@ impl Composer {
     /// Learned routes (plain form).
     pub fn learned_len(&self) -> usize {
         self.learned.len()
+    }
+
+    /// `route` holding the one shared copy of its next-hop set: the routes
+    /// through one peer (or one ECMP set of peers) share it, in the
+    /// composer and in the reconciler. Sets no route uses any more are
+    /// dropped whenever the interner has doubled since it was last pruned.
+    fn intern(&mut self, route: KernelRoute) -> KernelRoute {
+        let RouteTarget::Unicast(hops) = &route.target else {
+            return route;
+        };
+        if let Some(shared) = self.hop_sets.get(hops) {
+            return KernelRoute {
+                key: route.key,
+                target: RouteTarget::Unicast(shared.clone()),
+            };
+        }
+        self.hop_sets.insert(hops.clone());
+        if self.hop_sets.len() > 2 * self.hop_sets_pruned.max(64) {
+            self.hop_sets.retain(|set| Arc::strong_count(set) > 1);
+            self.hop_sets_pruned = self.hop_sets.len();
+        }
+        route
     }
 
     fn count(&mut self, route: &KernelRoute, up: bool) {
@@ -147,7 +178,8 @@ impl Composer {
             }
             return;
         };
-        let route = self.ctx.encapsulate(&plain);
+        let plain = self.intern(plain);
+        let route = self.intern(self.ctx.encapsulate(&plain));
         self.count(&route, true);
         self.learned.insert(key, plain);
         if !self.local_owner.contains_key(&key) {
@@ -191,6 +223,7 @@ impl Composer {
                 continue;
             };
             let route = self.ctx.encapsulate(plain);
+            let route = self.intern(route);
             self.count(&route, true);
             if !self.local_owner.contains_key(&key) {
                 rec.set(route);
@@ -328,5 +361,58 @@ mod tests {
         c.learn(&mut rec, learned.key, None);
         assert_eq!(plan(&mut rec), vec![Op::Delete(l2)]);
         assert!(plan(&mut rec).is_empty());
+    }
+
+    #[test]
+    fn routes_through_one_peer_share_one_next_hop_set() {
+        let mut rec = Reconciler::new();
+        let mut c = Composer::new(ctx(Mode::VXLAN));
+        for i in 0..10 {
+            let r = via(&format!("10.244.{i}.0/24"), &["192.0.2.12"]);
+            c.learn(&mut rec, r.key, Some(r));
+        }
+        let sets: Vec<Arc<[NextHop]>> = c
+            .learned
+            .values()
+            .filter_map(|r| match &r.target {
+                RouteTarget::Unicast(h) => Some(h.clone()),
+                RouteTarget::Blackhole => None,
+            })
+            .collect();
+        assert_eq!(sets.len(), 10);
+        assert!(
+            sets.iter().all(|s| Arc::ptr_eq(s, &sets[0])),
+            "one plain set"
+        );
+        let ops = rec.plan(Instant::now());
+        let installed: Vec<&Arc<[NextHop]>> = ops
+            .iter()
+            .filter_map(|op| match &op.route().target {
+                RouteTarget::Unicast(h) => Some(h),
+                RouteTarget::Blackhole => None,
+            })
+            .collect();
+        assert_eq!(installed.len(), 10);
+        assert!(
+            installed.iter().all(|s| Arc::ptr_eq(s, installed[0])),
+            "one encapsulated set"
+        );
+        assert_eq!(installed[0][0].ifindex, Some(8), "through the VXLAN device");
+        drop(ops);
+        drop(sets);
+        // Peers come and go: sets no route uses are pruned, the one in use
+        // stays.
+        for i in 0..200u32 {
+            let gw = format!("192.0.2.{}", 20 + i % 100);
+            let r = via(&format!("10.245.{i}.0/24"), &[gw.as_str()]);
+            c.learn(&mut rec, r.key, Some(r.clone()));
+            c.learn(&mut rec, r.key, None);
+        }
+        assert!(c.hop_sets.len() <= 130, "{} sets kept", c.hop_sets.len());
+        let shared = c.learned.values().next().map(|r| r.target.clone());
+        let Some(RouteTarget::Unicast(h)) = shared else {
+            panic!("a learned route");
+        };
+        assert!(c.hop_sets.contains(&h), "the set in use is kept");
     }
 }

@@ -649,7 +649,7 @@ fn encode_op(out: &mut Vec<u8>, op: &Op, protocol: u8, seq: u32, ack: u16) {
     } else {
         match &route.target {
             RouteTarget::Blackhole => (RT_SCOPE_UNIVERSE, RTN_BLACKHOLE, 0),
-            RouteTarget::Unicast(hops) => match hops.as_slice() {
+            RouteTarget::Unicast(hops) => match &hops[..] {
                 [hop] => (
                     if hop.gateway.is_none() {
                         RT_SCOPE_LINK
@@ -680,7 +680,7 @@ fn encode_op(out: &mut Vec<u8>, op: &Op, protocol: u8, seq: u32, ack: u16) {
     }
     if kind == RTM_NEWROUTE {
         if let RouteTarget::Unicast(hops) = &route.target {
-            if let [hop] = hops.as_slice() {
+            if let [hop] = &hops[..] {
                 if let Some(gw) = hop.gateway {
                     put_addr_attr(out, RTA_GATEWAY, gw);
                 }
@@ -691,7 +691,7 @@ fn encode_op(out: &mut Vec<u8>, op: &Op, protocol: u8, seq: u32, ack: u16) {
                 let mp = out.len();
                 put_u16(out, 0);
                 put_u16(out, RTA_MULTIPATH);
-                for hop in hops {
+                for hop in hops.iter() {
                     let nh = out.len();
                     put_u16(out, 0);
                     out.push(if hop.onlink { F_ONLINK } else { 0 });
@@ -730,7 +730,7 @@ pub fn to_message(route: &KernelRoute, protocol: u8) -> RouteMessage {
         }
         RouteTarget::Unicast(hops) => {
             msg.header.kind = RouteType::Unicast;
-            if let [hop] = hops.as_slice() {
+            if let [hop] = &hops[..] {
                 if hop.gateway.is_none() {
                     msg.header.scope = RouteScope::Link;
                 }
@@ -832,7 +832,7 @@ pub fn from_message(msg: &RouteMessage) -> Option<KernelRoute> {
             };
             hops.sort_unstable();
             hops.dedup();
-            RouteTarget::Unicast(hops)
+            RouteTarget::Unicast(hops.into())
         }
         _ => return None,
     };

@@ -248,13 +248,19 @@ impl<T> Spread<T> {
     /// `items` sorted by key; `is_v4` tells the IPv4 ones, which go first
     /// (a stable partition: both parts stay sorted).
     fn new(items: Vec<T>, is_v4: impl Fn(&T) -> bool) -> Self {
-        let (v4, v6): (Vec<T>, Vec<T>) = items.into_iter().partition(|t| is_v4(t));
-        let spread = v4.len();
-        let left = spread + v6.len();
+        let left = items.len();
+        let mut spread = items.iter().take_while(|t| is_v4(t)).count();
+        let items: Vec<Option<T>> = if items[spread..].iter().any(&is_v4) {
+            // Several tables: IPv4 of a later table after IPv6 of an
+            // earlier one.
+            let (v4, v6): (Vec<T>, Vec<T>) = items.into_iter().partition(|t| is_v4(t));
+            spread = v4.len();
+            v4.into_iter().chain(v6).map(Some).collect()
+        } else {
+            // One family or one table (the usual case): in place.
+            items.into_iter().map(Some).collect()
+        };
         let bits = (spread >= SPREAD_MIN).then(|| spread.next_power_of_two().trailing_zeros());
-        let mut items: Vec<Option<T>> = Vec::with_capacity(left);
-        items.extend(v4.into_iter().map(Some));
-        items.extend(v6.into_iter().map(Some));
         Spread {
             items,
             spread,
@@ -1169,6 +1175,32 @@ pub(crate) mod tests {
             got.sort();
             assert_eq!(got, keys, "every key once at {n}");
         }
+    }
+
+    #[test]
+    fn ipv4_of_every_table_goes_before_ipv6() {
+        let key = |table: u32, dst: &str| RouteKey {
+            table,
+            dst: net(dst),
+        };
+        let mut keys = vec![
+            key(100, "10.1.0.0/16"),
+            key(100, "fd00:1::/64"),
+            key(MAIN_TABLE, "10.2.0.0/16"),
+            key(MAIN_TABLE, "fd00:2::/64"),
+        ];
+        keys.sort_unstable_by_key(order);
+        let mut plan = PlanOrder::new(keys);
+        let got: Vec<RouteKey> = std::iter::from_fn(|| plan.next_key()).collect();
+        assert_eq!(
+            got,
+            vec![
+                key(100, "10.1.0.0/16"),
+                key(MAIN_TABLE, "10.2.0.0/16"),
+                key(100, "fd00:1::/64"),
+                key(MAIN_TABLE, "fd00:2::/64"),
+            ]
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -84,8 +85,11 @@ pub enum RouteTarget {
     /// must not leak to the default route).
     Blackhole,
     /// One or more next hops; several make one multipath (ECMP) route.
-    /// Kept sorted and deduplicated so equal sets compare equal.
-    Unicast(Vec<NextHop>),
+    /// Kept sorted and deduplicated so equal sets compare equal. Shared:
+    /// the routes through one peer can hold one set (the FIB's composer
+    /// interns them), so a million routes cost a million pointers, and
+    /// planning, recording and dropping them allocates and frees nothing.
+    Unicast(Arc<[NextHop]>),
 }
 
 impl RouteTarget {
@@ -137,7 +141,7 @@ impl KernelRoute {
         let target = if hops.is_empty() {
             RouteTarget::Blackhole
         } else {
-            RouteTarget::Unicast(hops)
+            RouteTarget::Unicast(hops.into())
         };
         KernelRoute {
             key: RouteKey {
@@ -159,7 +163,7 @@ impl fmt::Display for KernelRoute {
             RouteTarget::Blackhole => write!(f, " blackhole"),
             RouteTarget::Unicast(hops) if hops.len() == 1 => write!(f, " {}", hops[0]),
             RouteTarget::Unicast(hops) => {
-                for h in hops {
+                for h in hops.iter() {
                     write!(f, " nexthop {h}")?;
                 }
                 Ok(())

@@ -37,7 +37,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use tortie::fib::netlink::{RouteSocket, BATCH_MESSAGES};
-use tortie::fib::{KernelRoute, NextHop, Reconciler, RTPROT_TORTIE};
+use tortie::fib::route::MAIN_TABLE;
+use tortie::fib::{KernelRoute, NextHop, Reconciler, RouteKey, RTPROT_TORTIE};
 use tortie_integration::bgp_util::in_netns;
 use tortie_integration::{require_netns, run_with_timeout, wait_for, Netns};
 
@@ -115,8 +116,17 @@ fn tortie(n: u32) -> Result<Timing> {
         let mut sock = RouteSocket::open()?;
         let mut r = Reconciler::new();
         r.mark_synced();
+        let via_gw = KernelRoute::unicast(prefix(0), vec![NextHop::via(gw())]).target;
         let routes: Vec<KernelRoute> = (0..n)
-            .map(|i| KernelRoute::unicast(prefix(i), vec![NextHop::via(gw())]))
+            .map(|i| KernelRoute {
+                key: RouteKey {
+                    table: MAIN_TABLE,
+                    dst: prefix(i),
+                },
+                // As the FIB's composer hands them over: the routes
+                // through one peer share one next-hop set.
+                target: via_gw.clone(),
+            })
             .collect();
         let t0 = Instant::now();
         r.set_all(routes);
