@@ -204,17 +204,20 @@ pub const SPREAD_MIN: usize = 1024;
 /// density. The kernel's IPv4 FIB (a level-compressed trie, resized as
 /// nodes fill or empty) does much less resizing that way than in key
 /// order, which fills or empties one subtree at a time. Measured with the
-/// bare netlink writer of `fib_bench` (docs/benchmarks.md), 100k /28s go
-/// in 0.12 s instead of 0.17 s and out in 0.05 s instead of 0.20-0.23 s; 1M
-/// in 1.1 s instead of 1.7 s and out in 0.7 s instead of 2.3 s.
+/// bare netlink writer of `fib_bench` (docs/benchmarks.md, "FIB
+/// programming"), 100k /28s go in in 0.12-0.13 s instead of 0.16-0.20 s
+/// and out in 0.05-0.06 s instead of 0.21-0.22 s; 1M in 1.2 s instead of
+/// 1.8-2.0 s and out in 0.7 s instead of 2.3-2.6 s.
 ///
 /// IPv6 (a radix tree, not resized): key order, after the IPv4 routes. The
-/// same writer with 100k /124s was 1.25x slower to install and 1.3x to
-/// delete in bit-reversed order (1M: 1.0-1.5x and 1.6x), so IPv6 is not
-/// spread.
+/// same writer with 100k /124s was 1.3-1.4x slower to install and to delete
+/// in bit-reversed order (1M: 1.4-1.7x), so IPv6 is not spread.
 ///
-/// Routes of one plan never depend on each other (a gateway must be on a
-/// connected route), so any order is correct.
+/// The order is free: a gateway must be reachable through a link-scope
+/// route, in practice the connected route of the node's own subnet, never
+/// a route of the same plan. Were one refused because its gateway's
+/// device route (a local pod's /32) came later in the plan, it would be
+/// retried with backoff like any refusal.
 #[derive(Debug)]
 struct Spread<T> {
     /// Sorted; the first `spread` items (IPv4) go bit-reversed, the rest
