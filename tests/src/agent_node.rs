@@ -42,7 +42,7 @@ pub fn require(test: &str, cni: bool) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if crate::in_ci() => Err(e),
         Err(e) => {
-            eprintln!("skipped: {test}: {e:#}");
+            crate::report_skip(format!("{test}: {e:#}"));
             Ok(false)
         }
     }

@@ -104,7 +104,7 @@ pub fn require_gobgp_tor(test: &str) -> bool {
     if crate::in_ci() {
         panic!("{msg} (CI=true: missing prerequisites are failures)");
     }
-    eprintln!("skipped: {msg}");
+    crate::report_skip(&msg);
     false
 }
 

@@ -60,8 +60,16 @@ pub fn require_netns(test: &str, tools: &[&str]) -> bool {
     if in_ci() {
         panic!("{msg} (CI=true: missing prerequisites are failures)");
     }
-    eprintln!("skipped: {msg}");
+    report_skip(&msg);
     false
+}
+
+/// Reports a skipped test on the real stderr: libtest captures what
+/// `eprintln!` prints in a test that passes, so a skip reported that way
+/// never reaches the log of a CI run.
+pub fn report_skip(msg: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "skipped: {msg}");
 }
 
 /// Probes whether the kernel supports a link kind (`ipip`, `dummy`, ...)

@@ -103,7 +103,7 @@ pub fn require(test: &str) -> bool {
     if crate::in_ci() {
         panic!("{msg} (CI=true: missing prerequisites are failures)");
     }
-    eprintln!("skipped: {msg}");
+    crate::report_skip(&msg);
     false
 }
 

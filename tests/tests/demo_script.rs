@@ -66,7 +66,7 @@ fn readme_main_command_brings_up_shows_and_removes_the_fabric() -> Result<()> {
     if !demo_namespaces()?.is_empty() {
         let msg = "a demo fabric (tdemo-*) is already up on this machine";
         assert!(!in_ci(), "{msg}");
-        eprintln!("skipped: {msg}; './scripts/demo.sh down' removes it");
+        tortie_integration::report_skip(format!("{msg}; './scripts/demo.sh down' removes it"));
         return Ok(());
     }
     let bin = tortie_binary()?;

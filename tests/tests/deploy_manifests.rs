@@ -592,7 +592,7 @@ fn the_bird_tor_config_for_a_cluster_parses() {
     let conf = repo().join("examples/bgp/bird-tor-cluster.conf");
     let Some(bird) = tortie_integration::which("bird") else {
         assert!(!tortie_integration::in_ci(), "bird is missing under CI");
-        eprintln!("skipped: no bird");
+        tortie_integration::report_skip("no bird");
         return;
     };
     let out = tortie_integration::run_with_timeout(

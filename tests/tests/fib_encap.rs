@@ -350,7 +350,9 @@ fn ipip_cross_subnet_encapsulates_only_across_the_router() -> Result<()> {
         return Ok(());
     }
     if !kernel_has_link_kind("ipip") {
-        eprintln!("skipped: kernel has no ipip");
+        tortie_integration::report_skip(
+            "fib_encap::ipip_cross_subnet_encapsulates_only_across_the_router: kernel has no ipip",
+        );
         return Ok(());
     }
     let t = build("fxi", "IPIPCrossSubnet")?;
