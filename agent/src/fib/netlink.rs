@@ -248,7 +248,7 @@ impl RouteSocket {
                 return Ok(());
             }
             let mut out = std::mem::take(&mut self.out);
-            let first_seq = self.encode_batch(&mut out, &first, protocol);
+            let first_seq = encode_batch(&mut out, &first, protocol, &mut self.seq);
             let sent = Sent {
                 buf: out,
                 first_seq,
@@ -309,13 +309,7 @@ impl RouteSocket {
                     break;
                 }
                 let mut buf = spare.pop().unwrap_or_default();
-                buf.clear();
-                let first_seq = batch_start(&mut seq);
-                for (i, op) in batch.iter().enumerate() {
-                    seq += 1;
-                    let ack = if i + 1 == batch.len() { NLM_F_ACK } else { 0 };
-                    encode_op(&mut buf, op, protocol, seq, ack);
-                }
+                let first_seq = encode_batch(&mut buf, &batch, protocol, &mut seq);
                 let sent = Sent {
                     buf,
                     first_seq,
@@ -369,20 +363,20 @@ impl RouteSocket {
         self.inbuf = result?;
         Ok(())
     }
+}
 
-    /// Encodes `ops` as one batch into `out` (cleared first), the last
-    /// asking for an acknowledgement; returns the first sequence number.
-    fn encode_batch(&mut self, out: &mut Vec<u8>, ops: &[Op], protocol: u8) -> u32 {
-        out.clear();
-        let first_seq = batch_start(&mut self.seq);
-        for (i, op) in ops.iter().enumerate() {
-            self.seq += 1;
-            let seq = self.seq;
-            let ack = if i + 1 == ops.len() { NLM_F_ACK } else { 0 };
-            encode_op(out, op, protocol, seq, ack);
-        }
-        first_seq
+/// Encodes `ops` as one batch into `out` (cleared first), the last asking
+/// for an acknowledgement, numbered after `seq` (the last number used,
+/// advanced); returns the first sequence number.
+fn encode_batch(out: &mut Vec<u8>, ops: &[Op], protocol: u8, seq: &mut u32) -> u32 {
+    out.clear();
+    let first_seq = batch_start(seq);
+    for (i, op) in ops.iter().enumerate() {
+        *seq += 1;
+        let ack = if i + 1 == ops.len() { NLM_F_ACK } else { 0 };
+        encode_op(out, op, protocol, *seq, ack);
     }
+    first_seq
 }
 
 /// The first sequence number of a batch of at most [`BATCH_MESSAGES`]

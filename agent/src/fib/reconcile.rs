@@ -138,10 +138,10 @@ pub struct Reconciler {
     slots: KeyMap<Slot>,
     /// Keys to look at in the next `plan`, each once (`Slot::dirty`).
     dirty: Vec<RouteKey>,
-    /// The plan in progress (see `start_plan`): its keys, sorted, and
-    /// the order they are planned in. Those not planned yet are still
-    /// dirty: a dirty slot is listed in exactly one of `dirty` and the
-    /// plan's unvisited keys.
+    /// The plan in progress (see `start_plan`): keys still to plan, or
+    /// operations planned by a scan and not yet handed out. Keys not
+    /// planned yet are still dirty: a dirty slot is listed in exactly one
+    /// of `dirty` and the plan's unvisited keys.
     planning: PlanOrder,
     /// Refused routes; usually empty, so kept apart from the slots.
     failures: KeyMap<Failure>,
@@ -224,9 +224,9 @@ struct Spread<T> {
     /// in order. `None` once handed out.
     items: Vec<Option<T>>,
     spread: usize,
-    /// `Some(bits)` when spreading: index `i` of the domain `0..2^bits` is
-    /// item `reverse(i)` over `bits` bits, skipped when not below `spread`.
-    bits: Option<u32>,
+    /// While spreading, index `i` of the domain `0..2^bits` is item
+    /// `reverse(i)` over `bits` bits, skipped when not below `spread`.
+    bits: u32,
     /// Next index: in the domain while spreading, then into `items`.
     cursor: usize,
     spreading: bool,
@@ -239,7 +239,7 @@ impl<T> Default for Spread<T> {
         Spread {
             items: Vec::new(),
             spread: 0,
-            bits: None,
+            bits: 0,
             cursor: 0,
             spreading: false,
             left: 0,
@@ -263,13 +263,12 @@ impl<T> Spread<T> {
             // One family or one table (the usual case): in place.
             items.into_iter().map(Some).collect()
         };
-        let bits = (spread >= SPREAD_MIN).then(|| spread.next_power_of_two().trailing_zeros());
         Spread {
             items,
             spread,
-            bits,
+            bits: spread.next_power_of_two().trailing_zeros(),
             cursor: 0,
-            spreading: bits.is_some(),
+            spreading: spread >= SPREAD_MIN,
             left,
         }
     }
@@ -281,7 +280,7 @@ impl<T> Spread<T> {
     fn next(&mut self) -> Option<T> {
         while self.left > 0 {
             let at = if self.spreading {
-                let bits = self.bits.unwrap_or(0);
+                let bits = self.bits;
                 let i = self.cursor;
                 self.cursor += 1;
                 if self.cursor >> bits != 0 {
@@ -811,10 +810,26 @@ pub(crate) mod tests {
     }
 
     fn ok_all(r: &mut Reconciler, ops: &[Op], now: Instant) {
+        refuse(r, ops, |_| false, "", now);
+    }
+
+    /// Records `ops` as the kernel answered them: `reason` for those
+    /// `refused` picks, accepted for the rest.
+    fn refuse(
+        r: &mut Reconciler,
+        ops: &[Op],
+        refused: impl Fn(&Op) -> bool,
+        reason: &str,
+        now: Instant,
+    ) {
         r.record(
             ops.iter().map(|op| OpOutcome {
                 op: op.clone(),
-                result: Ok(()),
+                result: if refused(op) {
+                    Err(reason.into())
+                } else {
+                    Ok(())
+                },
             }),
             now,
         );
@@ -863,15 +878,11 @@ pub(crate) mod tests {
         r.set(other.clone());
         assert_eq!(r.state_of(std::slice::from_ref(&host)), None);
         let ops = r.plan(now);
-        r.record(
-            ops.into_iter().map(|op| OpOutcome {
-                result: if op.route() == &other {
-                    Err("No such device".into())
-                } else {
-                    Ok(())
-                },
-                op,
-            }),
+        refuse(
+            &mut r,
+            &ops,
+            |op| op.route() == &other,
+            "No such device",
             now,
         );
         assert_eq!(r.state_of(std::slice::from_ref(&host)), Some(Ok(())));
@@ -1038,17 +1049,11 @@ pub(crate) mod tests {
         r.set(via("10.244.3.0/24", &["198.51.100.1"]));
         let ops = r.plan(t0);
         assert_eq!(ops.len(), 2);
-        r.record(
-            vec![
-                OpOutcome {
-                    op: ops[0].clone(),
-                    result: Ok(()),
-                },
-                OpOutcome {
-                    op: ops[1].clone(),
-                    result: Err("Network is unreachable".into()),
-                },
-            ],
+        refuse(
+            &mut r,
+            &ops,
+            |op| op == &ops[1],
+            "Network is unreachable",
             t0,
         );
         assert_eq!(r.installed(), 1);
@@ -1058,11 +1063,11 @@ pub(crate) mod tests {
         assert_eq!(r.poll_timeout(), Some(t0 + FIRST_BACKOFF));
         let ops = r.plan(t0 + FIRST_BACKOFF);
         assert_eq!(ops, vec![Op::Add(via("10.244.3.0/24", &["198.51.100.1"]))]);
-        r.record(
-            vec![OpOutcome {
-                op: ops[0].clone(),
-                result: Err("Network is unreachable".into()),
-            }],
+        refuse(
+            &mut r,
+            &ops,
+            |_| true,
+            "Network is unreachable",
             t0 + FIRST_BACKOFF,
         );
         assert_eq!(
@@ -1079,13 +1084,7 @@ pub(crate) mod tests {
         r.mark_synced();
         r.observe_dump([via("10.244.2.0/24", &["192.0.2.12"])]);
         let ops = r.plan(now);
-        r.record(
-            vec![OpOutcome {
-                op: ops[0].clone(),
-                result: Err("No such process".into()),
-            }],
-            now,
-        );
+        refuse(&mut r, &ops, |_| true, "No such process", now);
         assert_eq!(r.installed(), 0);
         assert!(r.failed().is_empty());
         assert!(!r.has_work());
@@ -1105,13 +1104,7 @@ pub(crate) mod tests {
             ops,
             vec![Op::Replace(via("10.244.2.0/24", &["192.0.2.13"]))]
         );
-        r.record(
-            ops.into_iter().map(|op| OpOutcome {
-                op,
-                result: Err("Network is unreachable".into()),
-            }),
-            t0,
-        );
+        refuse(&mut r, &ops, |_| true, "Network is unreachable", t0);
         assert_eq!(r.installed(), 1);
         // The kernel still has the old next hop: withdrawing now deletes it.
         r.remove(RouteKey {
@@ -1121,13 +1114,7 @@ pub(crate) mod tests {
         let ops = r.plan(t0);
         assert_eq!(ops, vec![Op::Delete(via("10.244.2.0/24", &["192.0.2.12"]))]);
         assert_eq!(r.installed(), 0, "counted as done when planned");
-        r.record(
-            ops.into_iter().map(|op| OpOutcome {
-                op,
-                result: Err("Operation not permitted".into()),
-            }),
-            t0,
-        );
+        refuse(&mut r, &ops, |_| true, "Operation not permitted", t0);
         assert_eq!(r.installed(), 1, "a refused delete leaves the route");
         assert_eq!(r.failed()[0].reason, "Operation not permitted");
         assert!(r.plan(t0).is_empty(), "not before the backoff");
@@ -1260,15 +1247,11 @@ pub(crate) mod tests {
         assert!(ops.iter().all(|op| matches!(op, Op::Add(_))));
         // One refused (route 7), the rest accepted.
         let refused = route(7, "192.0.2.12");
-        r.record(
-            ops.into_iter().map(|op| OpOutcome {
-                result: if op.route() == &refused {
-                    Err("Network is unreachable".into())
-                } else {
-                    Ok(())
-                },
-                op,
-            }),
+        refuse(
+            &mut r,
+            &ops,
+            |op| op.route() == &refused,
+            "Network is unreachable",
             t0,
         );
         assert_eq!(r.installed(), n as usize - 1);
@@ -1328,15 +1311,11 @@ pub(crate) mod tests {
         assert!(first.iter().all(|op| matches!(op, Op::Delete(_))));
         // The first batch refused one; the socket failed before the rest
         // was sent.
-        r.record(
-            first.iter().enumerate().map(|(i, op)| OpOutcome {
-                op: op.clone(),
-                result: if i == 3 {
-                    Err("Operation not permitted".into())
-                } else {
-                    Ok(())
-                },
-            }),
+        refuse(
+            &mut r,
+            &first,
+            |op| op == &first[3],
+            "Operation not permitted",
             t0,
         );
         // A scanned plan counts all its operations as done when planned:
@@ -1490,15 +1469,11 @@ pub(crate) mod tests {
         r.start_plan(now);
         let batch = r.next_ops(3);
         // The replace (the first key in order) is refused mid-plan.
-        r.record(
-            batch.iter().map(|op| OpOutcome {
-                op: op.clone(),
-                result: if matches!(op, Op::Replace(_)) {
-                    Err("Network is unreachable".into())
-                } else {
-                    Ok(())
-                },
-            }),
+        refuse(
+            &mut r,
+            &batch,
+            |op| matches!(op, Op::Replace(_)),
+            "Network is unreachable",
             now,
         );
         let rest = r.next_ops(usize::MAX);
